@@ -1,0 +1,1 @@
+"""Importers into the recorded-conversation format: STAR (the public corpus) and the generic JSON Lines format."""

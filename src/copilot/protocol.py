@@ -1,0 +1,107 @@
+"""Handoff protocol v1: the names and limits shared by the server, the replay clients and the console.
+
+The whole contract is docs/protocol.md. This module holds only constants, so that the server
+(``handoff``) and its clients (``copilot.replay``, tests, tools) cannot drift apart on a name.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+VERSION: Final = 1
+NAMESPACE: Final = "/handoff"
+API_PREFIX: Final = "/api/v1"
+
+# Limits.
+MAX_TEXT_CHARS: Final = 10_000  # a longer message text is refused with too_large
+MAX_NOTE_CHARS: Final = 10_000
+MAX_FRAME_BYTES: Final = 2_000_000  # the transport accepts frames of at least 1 MB
+PREVIEW_CHARS: Final = 200
+
+# Roles.
+ROLE_CUSTOMER: Final = "customer"
+ROLE_BOT: Final = "bot"
+ROLE_AGENT: Final = "agent"
+ROLE_ADMIN: Final = "admin"
+
+# Conversation states.
+STATUS_BOT: Final = "bot"
+STATUS_WAITING: Final = "waiting"
+STATUS_CLAIMED: Final = "claimed"
+STATUS_RESOLVED: Final = "resolved"
+
+# Stored event kinds.
+KIND_MESSAGE: Final = "message"
+KIND_ESCALATED: Final = "escalated"
+KIND_CLAIMED: Final = "claimed"
+KIND_HANDED_BACK: Final = "handed_back"
+KIND_RESOLVED: Final = "resolved"
+KIND_REOPENED: Final = "reopened"
+
+# Client -> server events.
+EV_JOIN: Final = "join"
+EV_MESSAGE: Final = "message"
+EV_TYPING: Final = "typing"
+EV_ESCALATE: Final = "escalate"
+EV_CLAIM: Final = "claim"
+EV_HAND_BACK: Final = "hand_back"
+EV_RESOLVE: Final = "resolve"
+EV_SUGGESTION_FEEDBACK: Final = "suggestion_feedback"
+EV_RESUME: Final = "resume"
+CLIENT_EVENTS: Final = (
+    EV_JOIN,
+    EV_MESSAGE,
+    EV_TYPING,
+    EV_ESCALATE,
+    EV_CLAIM,
+    EV_HAND_BACK,
+    EV_RESOLVE,
+    EV_SUGGESTION_FEEDBACK,
+    EV_RESUME,
+)
+
+# Server -> client events.
+EV_ESCALATION: Final = "escalation"
+EV_CLAIMED: Final = "claimed"
+EV_STATUS: Final = "status"
+EV_SUGGESTIONS: Final = "suggestions"
+EV_HANDED_BACK: Final = "handed_back"
+# "message" and "typing" are sent in both directions (EV_MESSAGE, EV_TYPING).
+
+# Typing states and suggestion feedback actions.
+TYPING_START: Final = "start"
+TYPING_STOP: Final = "stop"
+FEEDBACK_ACTIONS: Final = ("sent", "edited", "ignored")
+
+# Error codes (acks and HTTP bodies).
+ERR_INVALID_PAYLOAD: Final = "invalid_payload"
+ERR_UNAUTHORIZED: Final = "unauthorized"
+ERR_FORBIDDEN: Final = "forbidden"
+ERR_NOT_FOUND: Final = "not_found"
+ERR_INVALID_TRANSITION: Final = "invalid_transition"
+ERR_ALREADY_CLAIMED: Final = "already_claimed"
+ERR_TOO_LARGE: Final = "too_large"
+ERR_RATE_LIMITED: Final = "rate_limited"
+ERR_CONFLICT: Final = "conflict"  # HTTP 409: an id that exists already
+ERROR_CODES: Final = (
+    ERR_INVALID_PAYLOAD,
+    ERR_UNAUTHORIZED,
+    ERR_FORBIDDEN,
+    ERR_NOT_FOUND,
+    ERR_INVALID_TRANSITION,
+    ERR_ALREADY_CLAIMED,
+    ERR_TOO_LARGE,
+    ERR_RATE_LIMITED,
+    ERR_CONFLICT,
+)
+HTTP_STATUS: Final = {
+    ERR_INVALID_PAYLOAD: 400,
+    ERR_UNAUTHORIZED: 401,
+    ERR_FORBIDDEN: 403,
+    ERR_NOT_FOUND: 404,
+    ERR_INVALID_TRANSITION: 409,
+    ERR_ALREADY_CLAIMED: 409,
+    ERR_CONFLICT: 409,
+    ERR_TOO_LARGE: 413,
+    ERR_RATE_LIMITED: 429,
+}

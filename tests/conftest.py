@@ -1,0 +1,35 @@
+"""Shared fixtures. Real files, real servers; see each fixture for what it provides."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample" / "conversations.jsonl"
+
+
+def _star_dir() -> Path | None:
+    value = os.environ.get("COPILOT_STAR_DIR")
+    candidates = [Path(value)] if value else []
+    candidates.append(ROOT.parent / "shared" / "data" / "star")
+    for path in candidates:
+        if (path / "tasks").is_dir():
+            return path
+    return None
+
+
+@pytest.fixture(scope="session")
+def star_dir() -> Path:
+    """The raw STAR folder, read where it lies (never copied). Skips the test when it is not on this machine."""
+    path = _star_dir()
+    if path is None:
+        pytest.skip("STAR is not on this machine (set COPILOT_STAR_DIR)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sample_path() -> Path:
+    return SAMPLE

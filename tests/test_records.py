@@ -1,0 +1,171 @@
+"""The recorded-conversation format: round trip and every validation rule, with line and field named."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from copilot.records import DatasetError, load_dataset, parse_lines, save_dataset
+
+CHATBOT = {"type": "chatbot", "chatbot": "shop", "responses": {"hello": "Hello!", "ask_id": "Your order id?"}}
+CONV = {
+    "type": "conversation",
+    "conversation_id": "c1",
+    "chatbot": "shop",
+    "source": "test",
+    "escalation_index": 3,
+    "outcome": "resolved",
+    "turns": [
+        {"role": "customer", "text": "hi", "at": "2026-01-01T10:00:00Z"},
+        {"role": "bot", "text": "Hello!", "label": "hello"},
+        {"role": "customer", "text": "my order is late", "at": "2026-01-01T10:00:05+00:00"},
+        {"role": "agent", "text": "Your order id?", "label": "ask_id", "options": ["ask_id", "hello"],
+         "draft": "id pls"},
+        {"role": "customer", "text": "42"},
+        {"role": "agent", "text": "Found it, it arrives today."},
+    ],
+}
+
+
+def lines(*objs: object) -> list[str]:
+    return [json.dumps(o) for o in objs]
+
+
+def problems_of(*objs: object) -> list[str]:
+    _, problems = parse_lines(lines(*objs))
+    return [str(p) for p in problems]
+
+
+def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(lines(CHATBOT, CONV)) + "\n")
+    dataset = load_dataset(src)
+    out = tmp_path / "out.jsonl"
+    save_dataset(dataset, out)
+    again = load_dataset(out)
+    assert again == dataset
+    conv = again.conversations[0]
+    assert [t.role for t in conv.turns] == ["customer", "bot", "customer", "agent", "customer", "agent"]
+    assert conv.turns[3].options == ("ask_id", "hello") and conv.turns[3].draft == "id pls"
+    assert conv.bot_phase == conv.turns[:3] and conv.agent_turn_indices() == [3, 5]
+    assert json.loads(out.read_text().splitlines()[1]) == CONV
+
+
+def test_sample_data_is_valid(sample_path: Path) -> None:
+    dataset = load_dataset(sample_path)
+    assert len(dataset.chatbots) == 3 and len(dataset.conversations) == 48
+    assert {c.outcome for c in dataset.conversations} == {"resolved", "handed_back", "abandoned"}
+
+
+def test_type_defaults_to_conversation() -> None:
+    conv = copy.deepcopy(CONV)
+    del conv["type"]
+    dataset, problems = parse_lines(lines(CHATBOT, conv))
+    assert not problems and len(dataset.conversations) == 1
+
+
+def mutated(path: str, value: object, base: dict | None = None) -> dict:
+    obj = copy.deepcopy(base or CONV)
+    target = obj
+    keys = path.split(".")
+    for key in keys[:-1]:
+        target = target[int(key)] if isinstance(target, list) else target[key]
+    last = keys[-1]
+    if value is DELETE:
+        del target[last]
+    elif isinstance(target, list):
+        target[int(last)] = value
+    else:
+        target[last] = value
+    return obj
+
+
+DELETE = object()
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ("conversation_id", DELETE, "line 2: conversation_id: is required"),
+        ("conversation_id", 7, "line 2: conversation_id: must be a string, not int"),
+        ("chatbot", "a b", "line 2: chatbot: must match"),
+        ("source", "", "line 2: source: must not be empty"),
+        ("outcome", "lost", "line 2: outcome: must be one of handed_back, resolved, abandoned, not 'lost'"),
+        ("turns", [], "line 2: turns: must be a non-empty list"),
+        ("turns", DELETE, "line 2: turns: is required"),
+        ("turns.0", "hi", "line 2: turns[0]: must be an object, not str"),
+        ("turns.0.role", "wizard", "line 2: turns[0].role: must be one of customer, bot, agent, not 'wizard'"),
+        ("turns.0.text", "", "line 2: turns[0].text: must not be empty"),
+        ("turns.0.text", "x" * 10_001, "line 2: turns[0].text: holds 10001 characters; the limit is 10000"),
+        ("turns.0.at", "yesterday", "line 2: turns[0].at: must be an ISO 8601 time with a time zone"),
+        ("turns.0.at", "2026-01-01T10:00:00", "line 2: turns[0].at: must be an ISO 8601 time with a time zone"),
+        ("turns.0.label", "hello", "line 2: turns[0].label: is for agent and bot turns only"),
+        ("turns.3.label", "with space", "line 2: turns[3].label: must be 1 to 200 characters without spaces"),
+        ("turns.3.label", "refund", "line 2: turns[3].label: 'refund' is not in the response set of chatbot 'shop'"),
+        ("turns.3.options", "ask_id", "line 2: turns[3].options: must be a list of labels"),
+        ("turns.1.options", ["hello"], "line 2: turns[1].options: is for agent turns only"),
+        ("turns.1.draft", "hi", "line 2: turns[1].draft: is for agent turns only"),
+        ("turns.0.mood", "sad", "line 2: turns[0].mood: is not a field of this format"),
+        ("color", "red", "line 2: color: is not a field of this format"),
+        ("escalation_index", DELETE, "line 2: escalation_index: is required"),
+        ("escalation_index", "3", "line 2: escalation_index: must be an integer, not str"),
+        ("escalation_index", 0, "line 2: escalation_index: must be between 1 and the number of turns (6)"),
+        ("escalation_index", 7, "line 2: escalation_index: must be between 1 and the number of turns (6)"),
+        ("escalation_index", 4, "line 2: turns[3].role: an agent turn cannot come before the escalation"),
+        ("turns.4.role", "bot", "line 2: turns[4].role: a bot turn cannot come between agent turns"),
+        ("meta", [], "line 2: meta: must be an object"),
+        ("type", "dialogue", "line 2: type: must be 'conversation' or 'chatbot', not 'dialogue'"),
+    ],
+)
+def test_every_validation_error_names_line_and_field(path: str, value: object, expected: str) -> None:
+    found = problems_of(CHATBOT, mutated(path, value))
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_bot_phase_needs_a_customer_turn() -> None:
+    conv = mutated("escalation_index", 2, mutated("turns.0.role", "bot"))
+    del conv["turns"][0]
+    conv["escalation_index"] = 1
+    assert any("bot phase must hold at least one customer turn" in p for p in problems_of(CHATBOT, conv))
+
+
+@pytest.mark.parametrize(
+    ("bot", "expected"),
+    [
+        (mutated("responses", DELETE, CHATBOT), "line 1: responses: is required"),
+        (mutated("responses", ["hello"], CHATBOT), "line 1: responses: must be an object"),
+        (mutated("responses", {"hello": ""}, CHATBOT), "line 1: responses.hello: the template must be"),
+        (mutated("responses", {"two words": "x"}, CHATBOT), "line 1: responses.two words: a label is"),
+        (mutated("chatbot", DELETE, CHATBOT), "line 1: chatbot: is required"),
+    ],
+)
+def test_chatbot_line_errors(bot: dict, expected: str) -> None:
+    found = problems_of(bot, CONV)
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_file_level_errors_are_all_listed(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join([json.dumps(CHATBOT), "{not json", "[1, 2]", json.dumps(CONV), json.dumps(CONV),
+                               json.dumps(CHATBOT)]) + "\n")
+    with pytest.raises(DatasetError) as info:
+        load_dataset(path)
+    found = [str(p) for p in info.value.problems]
+    assert found[0].startswith("line 2: not valid JSON")
+    assert found[1] == "line 3: must be a JSON object, not list"
+    assert "line 5: conversation_id: 'c1' appears again (first on line 4)" in found
+    assert "line 6: chatbot: 'shop' is declared again (first on line 1)" in found
+    assert str(path) in str(info.value)
+
+
+def test_label_needs_a_declared_chatbot() -> None:
+    found = problems_of(CONV)
+    assert any("line 1: turns[1].label: chatbot 'shop' has no response set" in p for p in found), found
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="file not found"):
+        load_dataset(tmp_path / "nope.jsonl")
