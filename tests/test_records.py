@@ -169,3 +169,21 @@ def test_label_needs_a_declared_chatbot() -> None:
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="file not found"):
         load_dataset(tmp_path / "nope.jsonl")
+
+
+def test_contexts_hold_only_what_came_before(tmp_path: Path) -> None:
+    from copilot.context import context_from_events, contexts_for
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(lines(CHATBOT, CONV)) + "\n")
+    conv = load_dataset(src).conversations[0]
+    contexts = list(contexts_for(conv))
+    assert [i for i, _ in contexts] == [3, 5]
+    _, ctx = contexts[1]
+    assert [t.text for t in ctx.turns] == [t.text for t in conv.turns[:5]]
+    assert ctx.labels() == ["hello", "ask_id"] and ctx.last("customer").text == "42"
+    # the server's view of the same state, from stored events, is the same context
+    events = [{"seq": s + (s >= 3), "kind": "message", "role": t.role, "text": t.text, "label": t.label}
+              for s, t in enumerate(conv.turns[:5], start=1)]
+    events.insert(3, {"seq": 4, "kind": "escalated"})
+    assert context_from_events("shop", reversed(events)) == ctx
