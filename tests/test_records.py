@@ -183,7 +183,7 @@ def test_contexts_hold_only_what_came_before(tmp_path: Path) -> None:
     assert [t.text for t in ctx.turns] == [t.text for t in conv.turns[:5]]
     assert ctx.labels() == ["hello", "ask_id"] and ctx.last("customer").text == "42"
     # the server's view of the same state, from stored events, is the same context
-    events = [{"seq": s + (s >= 3), "kind": "message", "role": t.role, "text": t.text, "label": t.label}
+    events = [{"seq": s + (s >= 4), "kind": "message", "role": t.role, "text": t.text, "label": t.label}
               for s, t in enumerate(conv.turns[:5], start=1)]
     events.insert(3, {"seq": 4, "kind": "escalated"})
     assert context_from_events("shop", reversed(events)) == ctx
