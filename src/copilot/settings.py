@@ -13,6 +13,20 @@ from pathlib import Path
 PREFIX = "COPILOT_"
 
 
+def find_project_root(start: Path | None = None) -> Path:
+    """The checkout this runs in: the nearest folder at or above ``start`` (default: the working directory)
+    holding both ``pyproject.toml`` and ``src/copilot``; the working directory itself when there is none.
+
+    Defaults are anchored here so that a notebook (run from ``notebooks/``) and the command line (run from the
+    top) read and write the same files and the same MLflow store.
+    """
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "src" / "copilot").is_dir():
+            return folder
+    return here
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where the workbench reads and writes.
@@ -32,15 +46,17 @@ class Settings:
     cache_dir: Path = Path("data/cache")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None, root: Path | None = None) -> Settings:
+        """Settings from ``environ`` (default ``os.environ``); relative defaults are anchored at ``root``
+        (default :func:`find_project_root`)."""
         env = os.environ if environ is None else environ
-        base = cls()
+        root = root or find_project_root()
         star = env.get(f"{PREFIX}STAR_DIR") or None
         return replace(
-            base,
+            cls(),
             star_dir=Path(star) if star else None,
-            work_dir=Path(env.get(f"{PREFIX}WORK_DIR") or base.work_dir),
-            sample_path=Path(env.get(f"{PREFIX}SAMPLE_PATH") or base.sample_path),
-            mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or base.mlflow_tracking_uri,
-            cache_dir=Path(env.get(f"{PREFIX}CACHE_DIR") or base.cache_dir),
+            work_dir=Path(env.get(f"{PREFIX}WORK_DIR") or root / cls.work_dir),
+            sample_path=Path(env.get(f"{PREFIX}SAMPLE_PATH") or root / cls.sample_path),
+            mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}",
+            cache_dir=Path(env.get(f"{PREFIX}CACHE_DIR") or root / cls.cache_dir),
         )
