@@ -1,0 +1,602 @@
+"""Storage through SQLAlchemy 2 async: the schema, the engine, and every statement the server runs.
+
+SQLite (a file, zero set-up) is the default; PostgreSQL (``postgresql+asyncpg://``) serves several processes.
+The schema is created and upgraded by alembic migrations at start-up (:func:`open_store`); :data:`metadata`
+mirrors the latest migration and a test checks that the two agree.
+
+Concurrency, in one sentence per database:
+- PostgreSQL: every status change is a guarded ``UPDATE ... WHERE status = :seen`` (compare-and-set); the row
+  lock it takes also hands out per-conversation sequence numbers one at a time.
+- SQLite: one writer at a time anyway, so writes in one process queue on an asyncio lock instead of spinning
+  on ``database is locked``; WAL lets readers go on meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    and_,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from copilot.protocol import KIND_CLAIMED, KIND_ESCALATED, KIND_MESSAGE, STATUS_WAITING
+
+__all__ = ["IntegrityError", "Store", "Tx", "metadata", "now_iso", "open_store"]
+
+ID = String(200)
+TIME = String(40)  # ISO 8601 in UTC, e.g. 2025-01-31T12:00:00.123Z: exact round trip on every database
+
+metadata = MetaData()
+
+bots = Table(
+    "bots", metadata,
+    Column("bot_id", ID, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("handback_webhook", Text, nullable=True),
+    Column("created_at", TIME, nullable=False),
+)
+
+agents = Table(
+    "agents", metadata,
+    Column("agent_id", ID, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("created_at", TIME, nullable=False),
+)
+
+agent_bots = Table(
+    "agent_bots", metadata,
+    Column("agent_id", ID, ForeignKey("agents.agent_id", ondelete="CASCADE"), nullable=False),
+    Column("bot_id", ID, ForeignKey("bots.bot_id", ondelete="CASCADE"), nullable=False),
+    PrimaryKeyConstraint("agent_id", "bot_id"),
+    Index("ix_agent_bots_bot_id", "bot_id"),
+)
+
+# Every credential, hashed (SHA-256 of a random 256-bit token): a database leak does not leak working tokens.
+credentials = Table(
+    "credentials", metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("subject_id", ID, nullable=False),  # bot_id, agent_id or conversation_id
+    Column("created_at", TIME, nullable=False),
+    Index("ix_credentials_subject", "role", "subject_id"),
+)
+
+conversations = Table(
+    "conversations", metadata,
+    Column("conversation_id", ID, primary_key=True),
+    Column("bot_id", ID, ForeignKey("bots.bot_id"), nullable=False),
+    Column("status", String(16), nullable=False),
+    # The owner. Written only by the claim compare-and-set (Tx.claim) and cleared by hand back / resolve.
+    Column("agent_id", ID, nullable=True),
+    Column("customer_id", ID, nullable=False),
+    Column("customer", Text, nullable=True),  # the JSON object the bot gave at creation
+    Column("last_seq", Integer, nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("waiting_since", TIME, nullable=True),
+    Column("created_at", TIME, nullable=False),
+    Column("updated_at", TIME, nullable=False),
+    Index("ix_conversations_bot_status", "bot_id", "status"),
+)
+
+events = Table(
+    "events", metadata,
+    Column("conversation_id", ID, ForeignKey("conversations.conversation_id"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("role", String(16), nullable=True),
+    Column("sender", ID, nullable=True),
+    Column("text", Text, nullable=True),
+    Column("client_id", String(200), nullable=True),
+    Column("status", String(16), nullable=True),
+    Column("label", String(200), nullable=True),
+    Column("note", Text, nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("agent_name", String(200), nullable=True),
+    Column("at", TIME, nullable=False),
+    PrimaryKeyConstraint("conversation_id", "seq"),
+    # A resent client_id is stored once. NULL client_ids (state events) never collide.
+    UniqueConstraint("conversation_id", "role", "sender", "client_id", name="uq_events_client_id"),
+)
+
+devices = Table(
+    "devices", metadata,
+    Column("device_id", String(64), primary_key=True),
+    Column("agent_id", ID, ForeignKey("agents.agent_id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("subscription", Text, nullable=False),
+    Column("subscription_hash", String(64), nullable=False),
+    Column("created_at", TIME, nullable=False),
+    UniqueConstraint("agent_id", "subscription_hash", name="uq_devices_subscription"),
+)
+
+suggestions = Table(
+    "suggestions", metadata,
+    Column("suggestion_id", String(64), primary_key=True),
+    Column("conversation_id", ID, ForeignKey("conversations.conversation_id"), nullable=False),
+    Column("agent_id", ID, nullable=False),
+    Column("for_seq", Integer, nullable=False),
+    Column("strategy", String(200), nullable=False),
+    Column("rank", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("label", String(200), nullable=True),
+    Column("score", Float, nullable=False),
+    Column("latency_ms", Float, nullable=False),
+    Column("created_at", TIME, nullable=False),
+    Index("ix_suggestions_conversation", "conversation_id", "for_seq"),
+)
+
+suggestion_feedback = Table(
+    "suggestion_feedback", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("suggestion_id", String(64), ForeignKey("suggestions.suggestion_id"), nullable=False),
+    Column("conversation_id", ID, nullable=False),
+    Column("agent_id", ID, nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("at", TIME, nullable=False),
+    Index("ix_suggestion_feedback_suggestion", "suggestion_id"),
+)
+
+# Hand-back webhooks wait here until delivered (at-least-once; handoff.webhooks), so a restart resumes them.
+webhook_outbox = Table(
+    "webhook_outbox", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("bot_id", ID, nullable=False),
+    Column("conversation_id", ID, nullable=False),
+    Column("url", Text, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("state", String(16), nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", Float, nullable=False),  # epoch seconds
+    Column("locked_until", Float, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("delivered_at", Float, nullable=True),
+    Index("ix_webhook_outbox_due", "state", "next_attempt_at"),
+)
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+_PG_MIGRATION_LOCK = 0x68616E64  # "hand": one process migrates at a time
+
+
+def now_iso() -> str:
+    """The current time as ISO 8601 in UTC with milliseconds, e.g. ``2025-01-31T12:00:00.123Z``."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class BotRow:
+    bot_id: str
+    name: str
+    handback_webhook: str | None
+
+
+@dataclass(frozen=True)
+class AgentRow:
+    agent_id: str
+    name: str
+    bots: frozenset[str]
+
+
+@dataclass(frozen=True)
+class ConversationRow:
+    conversation_id: str
+    bot_id: str
+    status: str
+    agent_id: str | None
+    customer_id: str
+    last_seq: int
+    reason: str | None
+    waiting_since: str | None
+    created_at: str
+
+
+@dataclass(frozen=True)
+class CredentialRow:
+    role: str
+    subject_id: str
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    bot_id: str
+    conversation_id: str
+    url: str
+    payload: str
+    attempts: int
+
+
+_EVENT_FIELDS = ("role", "sender", "text", "client_id", "status", "label", "note", "reason", "agent_name")
+
+
+def event_wire(row: Any) -> dict[str, Any]:
+    """A stored event as the protocol shows it: always conversation_id, seq, kind, at; other fields when set."""
+    out: dict[str, Any] = {"conversation_id": row.conversation_id, "seq": row.seq, "kind": row.kind}
+    for name in _EVENT_FIELDS:
+        value = getattr(row, name)
+        if value is not None:
+            out[name] = value
+    out["at"] = row.at
+    return out
+
+
+def _conversation(row: Any) -> ConversationRow:
+    return ConversationRow(row.conversation_id, row.bot_id, row.status, row.agent_id, row.customer_id,
+                           row.last_seq, row.reason, row.waiting_since, row.created_at)
+
+
+_CONVERSATION_COLUMNS = (
+    conversations.c.conversation_id, conversations.c.bot_id, conversations.c.status, conversations.c.agent_id,
+    conversations.c.customer_id, conversations.c.last_seq, conversations.c.reason,
+    conversations.c.waiting_since, conversations.c.created_at,
+)
+
+
+class Tx:
+    """Statements on one connection; inside :meth:`Store.write` they commit together or not at all."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    # -- bots, agents, credentials -------------------------------------------------------------------------
+    async def credential(self, token_hash: str) -> CredentialRow | None:
+        row = (await self.conn.execute(
+            select(credentials.c.role, credentials.c.subject_id).where(credentials.c.token_hash == token_hash)
+        )).first()
+        return CredentialRow(row.role, row.subject_id) if row else None
+
+    async def add_credential(self, token_hash: str, role: str, subject_id: str) -> None:
+        await self.conn.execute(insert(credentials).values(
+            token_hash=token_hash, role=role, subject_id=subject_id, created_at=now_iso()))
+
+    async def drop_credentials(self, role: str, subject_id: str) -> None:
+        await self.conn.execute(credentials.delete().where(
+            and_(credentials.c.role == role, credentials.c.subject_id == subject_id)))
+
+    async def bot(self, bot_id: str) -> BotRow | None:
+        row = (await self.conn.execute(select(bots).where(bots.c.bot_id == bot_id))).first()
+        return BotRow(row.bot_id, row.name, row.handback_webhook) if row else None
+
+    async def existing_bots(self, bot_ids: Iterable[str]) -> set[str]:
+        ids = list(bot_ids)
+        if not ids:
+            return set()
+        rows = await self.conn.execute(select(bots.c.bot_id).where(bots.c.bot_id.in_(ids)))
+        return {r.bot_id for r in rows}
+
+    async def insert_bot(self, bot_id: str, name: str, handback_webhook: str | None) -> None:
+        await self.conn.execute(insert(bots).values(
+            bot_id=bot_id, name=name, handback_webhook=handback_webhook, created_at=now_iso()))
+
+    async def update_bot(self, bot_id: str, name: str, handback_webhook: str | None) -> None:
+        await self.conn.execute(update(bots).where(bots.c.bot_id == bot_id).values(
+            name=name, handback_webhook=handback_webhook))
+
+    async def agent(self, agent_id: str) -> AgentRow | None:
+        row = (await self.conn.execute(select(agents).where(agents.c.agent_id == agent_id))).first()
+        if row is None:
+            return None
+        bot_rows = await self.conn.execute(select(agent_bots.c.bot_id).where(agent_bots.c.agent_id == agent_id))
+        return AgentRow(row.agent_id, row.name, frozenset(r.bot_id for r in bot_rows))
+
+    async def insert_agent(self, agent_id: str, name: str, bot_ids: Iterable[str]) -> None:
+        await self.conn.execute(insert(agents).values(agent_id=agent_id, name=name, created_at=now_iso()))
+        await self.set_agent_bots(agent_id, bot_ids)
+
+    async def update_agent(self, agent_id: str, name: str, bot_ids: Iterable[str]) -> None:
+        await self.conn.execute(update(agents).where(agents.c.agent_id == agent_id).values(name=name))
+        await self.set_agent_bots(agent_id, bot_ids)
+
+    async def set_agent_bots(self, agent_id: str, bot_ids: Iterable[str]) -> None:
+        await self.conn.execute(agent_bots.delete().where(agent_bots.c.agent_id == agent_id))
+        rows = [{"agent_id": agent_id, "bot_id": b} for b in sorted(set(bot_ids))]
+        if rows:
+            await self.conn.execute(insert(agent_bots), rows)
+
+    async def agent_names(self, agent_ids: Iterable[str]) -> dict[str, str]:
+        ids = list(set(agent_ids))
+        if not ids:
+            return {}
+        rows = await self.conn.execute(select(agents.c.agent_id, agents.c.name).where(agents.c.agent_id.in_(ids)))
+        return {r.agent_id: r.name for r in rows}
+
+    # -- conversations ------------------------------------------------------------------------------------
+    async def conversation(self, conversation_id: str) -> ConversationRow | None:
+        row = (await self.conn.execute(
+            select(*_CONVERSATION_COLUMNS).where(conversations.c.conversation_id == conversation_id)
+        )).first()
+        return _conversation(row) if row else None
+
+    async def insert_conversation(self, conversation_id: str, bot_id: str, status: str, customer_id: str,
+                                  customer: dict[str, Any] | None) -> None:
+        now = now_iso()
+        await self.conn.execute(insert(conversations).values(
+            conversation_id=conversation_id, bot_id=bot_id, status=status, agent_id=None,
+            customer_id=customer_id, customer=json.dumps(customer) if customer is not None else None,
+            last_seq=0, reason=None, waiting_since=None, created_at=now, updated_at=now))
+
+    async def conversations_of(self, bot_ids: Iterable[str], status: str, limit: int) -> list[ConversationRow]:
+        """Conversations of these bots in ``status``, oldest waiting first (the agent's queue)."""
+        ids = list(bot_ids)
+        if not ids:
+            return []
+        rows = await self.conn.execute(
+            select(*_CONVERSATION_COLUMNS)
+            .where(and_(conversations.c.bot_id.in_(ids), conversations.c.status == status))
+            .order_by(conversations.c.waiting_since, conversations.c.created_at, conversations.c.conversation_id)
+            .limit(limit))
+        return [_conversation(r) for r in rows]
+
+    async def advance(self, seen: ConversationRow, count: int, **changes: Any) -> int | None:
+        """Reserve ``count`` sequence numbers and apply ``changes``, if the conversation is still as ``seen``.
+
+        A compare-and-set on (status, agent_id): when another writer changed either since ``seen`` was read, no
+        row matches and the caller re-reads and decides again. Returns the first reserved seq, or None.
+        """
+        stmt = (
+            update(conversations)
+            .where(and_(
+                conversations.c.conversation_id == seen.conversation_id,
+                conversations.c.status == seen.status,
+                conversations.c.agent_id.is_not_distinct_from(seen.agent_id),
+            ))
+            .values(last_seq=conversations.c.last_seq + count, updated_at=now_iso(), **changes)
+            .returning(conversations.c.last_seq)
+        )
+        last = (await self.conn.execute(stmt)).scalar_one_or_none()
+        return None if last is None else int(last) - count + 1
+
+    async def claim(self, conversation_id: str, agent_id: str) -> int | None:
+        """First claim wins: the one compare-and-set that writes an owner. Returns the claimed event's seq.
+
+        ``UPDATE ... WHERE status = 'waiting'``: of any number of concurrent claims (threads, processes), the
+        database lets exactly one match; every other sees the row already claimed and gets None.
+        """
+        stmt = (
+            update(conversations)
+            .where(and_(conversations.c.conversation_id == conversation_id,
+                        conversations.c.status == STATUS_WAITING))
+            .values(status="claimed", agent_id=agent_id, last_seq=conversations.c.last_seq + 1,
+                    updated_at=now_iso())
+            .returning(conversations.c.last_seq)
+        )
+        seq = (await self.conn.execute(stmt)).scalar_one_or_none()
+        return None if seq is None else int(seq)
+
+    # -- events -------------------------------------------------------------------------------------------
+    async def insert_events(self, rows: Sequence[dict[str, Any]]) -> None:
+        full = [{"conversation_id": r["conversation_id"], "seq": r["seq"], "kind": r["kind"], "at": r["at"],
+                 **{name: r.get(name) for name in _EVENT_FIELDS}} for r in rows]
+        await self.conn.execute(insert(events), full)
+
+    async def message_by_client_id(self, conversation_id: str, role: str, sender: str,
+                                   client_id: str) -> dict[str, Any] | None:
+        row = (await self.conn.execute(select(events).where(and_(
+            events.c.conversation_id == conversation_id, events.c.role == role, events.c.sender == sender,
+            events.c.client_id == client_id)))).first()
+        return event_wire(row) if row else None
+
+    async def events_after(self, conversation_id: str, after_seq: int,
+                           upto_seq: int | None = None) -> list[dict[str, Any]]:
+        """Stored events with ``after_seq < seq [<= upto_seq]``, in order."""
+        cond = and_(events.c.conversation_id == conversation_id, events.c.seq > after_seq)
+        if upto_seq is not None:
+            cond = and_(cond, events.c.seq <= upto_seq)
+        rows = await self.conn.execute(select(events).where(cond).order_by(events.c.seq))
+        return [event_wire(r) for r in rows]
+
+    async def messages_after(self, conversation_id: str, after_seq: int) -> list[dict[str, Any]]:
+        rows = await self.conn.execute(select(events).where(and_(
+            events.c.conversation_id == conversation_id, events.c.seq > after_seq,
+            events.c.kind == KIND_MESSAGE)).order_by(events.c.seq))
+        return [event_wire(r) for r in rows]
+
+    async def last_customer_text(self, conversation_id: str) -> str | None:
+        row = (await self.conn.execute(
+            select(events.c.text).where(and_(events.c.conversation_id == conversation_id,
+                                             events.c.kind == KIND_MESSAGE, events.c.role == "customer"))
+            .order_by(events.c.seq.desc()).limit(1))).first()
+        return row.text if row else None
+
+    async def held_before(self, conversation_id: str, agent_id: str) -> bool:
+        """Whether this agent ever claimed the conversation (so writing now is a wrong state, not a wrong door)."""
+        row = (await self.conn.execute(select(events.c.seq).where(and_(
+            events.c.conversation_id == conversation_id, events.c.kind == KIND_CLAIMED,
+            events.c.sender == agent_id)).limit(1))).first()
+        return row is not None
+
+    async def latest_escalation_seq(self, conversation_id: str) -> int | None:
+        row = (await self.conn.execute(select(func.max(events.c.seq)).where(and_(
+            events.c.conversation_id == conversation_id, events.c.kind == KIND_ESCALATED)))).first()
+        return None if row is None or row[0] is None else int(row[0])
+
+    # -- devices --------------------------------------------------------------------------------------------
+    async def device_by_hash(self, agent_id: str, subscription_hash: str) -> str | None:
+        row = (await self.conn.execute(select(devices.c.device_id).where(and_(
+            devices.c.agent_id == agent_id, devices.c.subscription_hash == subscription_hash)))).first()
+        return row.device_id if row else None
+
+    async def insert_device(self, device_id: str, agent_id: str, kind: str, subscription: str,
+                            subscription_hash: str) -> None:
+        await self.conn.execute(insert(devices).values(
+            device_id=device_id, agent_id=agent_id, kind=kind, subscription=subscription,
+            subscription_hash=subscription_hash, created_at=now_iso()))
+
+    async def devices_of(self, agent_id: str) -> list[dict[str, Any]]:
+        rows = await self.conn.execute(select(devices).where(devices.c.agent_id == agent_id)
+                                       .order_by(devices.c.created_at))
+        return [{"device_id": r.device_id, "kind": r.kind, "subscription": json.loads(r.subscription)}
+                for r in rows]
+
+    # -- suggestions --------------------------------------------------------------------------------------
+    async def insert_suggestions(self, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            await self.conn.execute(insert(suggestions), list(rows))
+
+    async def suggestion(self, suggestion_id: str) -> dict[str, Any] | None:
+        row = (await self.conn.execute(select(suggestions).where(suggestions.c.suggestion_id == suggestion_id))
+               ).first()
+        return dict(row._mapping) if row else None
+
+    async def suggestions_for(self, conversation_id: str) -> list[dict[str, Any]]:
+        rows = await self.conn.execute(select(suggestions).where(suggestions.c.conversation_id == conversation_id)
+                                       .order_by(suggestions.c.for_seq, suggestions.c.rank))
+        return [dict(r._mapping) for r in rows]
+
+    async def insert_feedback(self, suggestion_id: str, conversation_id: str, agent_id: str, action: str) -> None:
+        await self.conn.execute(insert(suggestion_feedback).values(
+            suggestion_id=suggestion_id, conversation_id=conversation_id, agent_id=agent_id, action=action,
+            at=now_iso()))
+
+    async def feedback_for(self, conversation_id: str) -> list[dict[str, Any]]:
+        rows = await self.conn.execute(select(suggestion_feedback).where(
+            suggestion_feedback.c.conversation_id == conversation_id).order_by(suggestion_feedback.c.id))
+        return [dict(r._mapping) for r in rows]
+
+    # -- webhook outbox -----------------------------------------------------------------------------------
+    async def enqueue_webhook(self, bot_id: str, conversation_id: str, url: str, payload: dict[str, Any]) -> None:
+        now = time.time()
+        await self.conn.execute(insert(webhook_outbox).values(
+            bot_id=bot_id, conversation_id=conversation_id, url=url, payload=json.dumps(payload),
+            state="pending", attempts=0, next_attempt_at=now, locked_until=None, last_error=None,
+            created_at=now, delivered_at=None))
+
+    async def due_webhooks(self, now: float, limit: int) -> list[OutboxRow]:
+        rows = await self.conn.execute(
+            select(webhook_outbox).where(and_(
+                webhook_outbox.c.state == "pending", webhook_outbox.c.next_attempt_at <= now,
+                (webhook_outbox.c.locked_until.is_(None)) | (webhook_outbox.c.locked_until < now)))
+            .order_by(webhook_outbox.c.next_attempt_at, webhook_outbox.c.id).limit(limit))
+        return [OutboxRow(r.id, r.bot_id, r.conversation_id, r.url, r.payload, r.attempts) for r in rows]
+
+    async def lock_webhook(self, outbox_id: int, now: float, until: float) -> bool:
+        """Take one delivery for ``until`` (compare-and-set), so two processes never send it at once."""
+        result = await self.conn.execute(
+            update(webhook_outbox).where(and_(
+                webhook_outbox.c.id == outbox_id, webhook_outbox.c.state == "pending",
+                (webhook_outbox.c.locked_until.is_(None)) | (webhook_outbox.c.locked_until < now)))
+            .values(locked_until=until).returning(webhook_outbox.c.id))
+        return result.first() is not None
+
+    async def finish_webhook(self, outbox_id: int, *, state: str, attempts: int, next_attempt_at: float,
+                             error: str | None) -> None:
+        await self.conn.execute(update(webhook_outbox).where(webhook_outbox.c.id == outbox_id).values(
+            state=state, attempts=attempts, next_attempt_at=next_attempt_at, locked_until=None, last_error=error,
+            delivered_at=time.time() if state == "delivered" else None))
+
+    async def webhooks(self, conversation_id: str | None = None) -> list[dict[str, Any]]:
+        stmt = select(webhook_outbox).order_by(webhook_outbox.c.id)
+        if conversation_id is not None:
+            stmt = stmt.where(webhook_outbox.c.conversation_id == conversation_id)
+        return [dict(r._mapping) for r in await self.conn.execute(stmt)]
+
+
+class Store:
+    """The database of one server process. Use :func:`open_store` to get one (it migrates the schema)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[Tx]:
+        """One transaction: commits when the block ends, rolls back (changing nothing) when it raises."""
+        if self._write_lock is None:
+            async with self.engine.begin() as conn:
+                yield Tx(conn)
+            return
+        async with self._write_lock, self.engine.begin() as conn:
+            yield Tx(conn)
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[Tx]:
+        """A connection for reads; never blocks writers (WAL on SQLite, MVCC on PostgreSQL)."""
+        async with self.engine.connect() as conn:
+            yield Tx(conn)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def _sqlite_pragmas(synchronous: str) -> Any:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        # WAL: readers never block the writer; busy_timeout: wait for another process's write instead of failing.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+    return on_connect
+
+
+def create_engine(url: str, *, sqlite_synchronous: str = "FULL") -> AsyncEngine:
+    """An async engine for ``url`` with the settings each database needs (WAL and busy timeout on SQLite)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:":
+            Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas(sqlite_synchronous))
+        return engine
+    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def _upgrade(connection: Connection) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+async def migrate(engine: AsyncEngine) -> None:
+    """Bring the schema to the latest migration (alembic, on the given engine); safe with several processes."""
+    async with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            # Two processes starting together must not both create the tables.
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+        await conn.run_sync(_upgrade)
+
+
+async def open_store(url: str, *, sqlite_synchronous: str = "FULL") -> Store:
+    """Connect to ``url``, migrate the schema, and return the store."""
+    engine = create_engine(url, sqlite_synchronous=sqlite_synchronous)
+    try:
+        await migrate(engine)
+    except BaseException:
+        await engine.dispose()
+        raise
+    return Store(engine)
