@@ -23,11 +23,10 @@ from copilot.protocol import (
     NAMESPACE,
     ROLE_AGENT,
     ROLE_BOT,
-    ROLE_CUSTOMER,
 )
 from handoff import payloads
 from handoff.auth import Principal, principal_for
-from handoff.delivery import Delivery, agent_room, bot_agents_room, bot_room, conversation_room
+from handoff.delivery import Delivery, agent_room, bot_agents_room, bot_room
 from handoff.errors import HandoffError
 from handoff.ratelimit import TokenBucket
 from handoff.service import HandoffService
@@ -76,8 +75,8 @@ class HandoffNamespace(socketio.AsyncNamespace):
                 await self.enter_room(sid, bot_agents_room(bot_id))
         elif who.role == ROLE_BOT:
             await self.enter_room(sid, bot_room(who.id))
-        elif who.role == ROLE_CUSTOMER and who.conversation_id is not None:
-            await self.enter_room(sid, conversation_room(who.conversation_id, ROLE_CUSTOMER))
+        # A customer is not subscribed to its conversation here: like everyone, by join, resume or an accepted
+        # event, so that a reconnecting client's resume is exact (nothing both in its ack and broadcast).
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         self.principals.pop(sid, None)

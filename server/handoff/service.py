@@ -152,9 +152,9 @@ class _Retry(Exception):
 _MAX_ATTEMPTS = 8
 
 
-def _everyone(conv: ConversationRow, holder: str | None = None) -> tuple[Audience, ...]:
-    aud: tuple[Audience, ...] = (Subscribed(conv.conversation_id), TheBot(conv.bot_id))
-    return aud + ((AgentSockets(holder),) if holder else ())
+def _everyone(conv: ConversationRow) -> tuple[Audience, ...]:
+    """The conversation's parties: its subscribed sockets and the bot."""
+    return (Subscribed(conv.conversation_id), TheBot(conv.bot_id))
 
 
 class HandoffService:
@@ -427,8 +427,6 @@ class HandoffService:
         # The bot hears customers only while it holds the conversation (PROTOCOL: state ``bot``).
         if who.role == ROLE_BOT or (who.role == ROLE_CUSTOMER and status == Status.BOT):
             aud.append(TheBot(conv.bot_id))
-        if status == Status.CLAIMED and conv.agent_id:
-            aud.append(AgentSockets(conv.agent_id))
         return tuple(aud)
 
     async def escalate(self, who: Principal, data: p.EscalateIn) -> Outcome:
@@ -502,7 +500,7 @@ class HandoffService:
             return Outcome(
                 ack={"status": Status.CLAIMED.value, "transcript": transcript, "seq": seq},
                 broadcasts=[
-                    Broadcast(EV_CLAIMED, claimed, (BotAgents(conv.bot_id), *_everyone(conv, who.id))),
+                    Broadcast(EV_CLAIMED, claimed, (BotAgents(conv.bot_id), *_everyone(conv))),
                     Broadcast(EV_STATUS, self._status(conv, event, agent_name=who.name),
                               (Subscribed(conv.conversation_id, frozenset({ROLE_CUSTOMER})), TheBot(conv.bot_id))),
                 ],
@@ -537,7 +535,7 @@ class HandoffService:
                 await tx.enqueue_webhook(conv.bot_id, conv.conversation_id, bot.handback_webhook, body)
                 out.webhook_enqueued = True
             out.broadcasts = [
-                Broadcast(EV_STATUS, self._status(conv, event, note=data.note), _everyone(conv, who.id)),
+                Broadcast(EV_STATUS, self._status(conv, event, note=data.note), _everyone(conv)),
                 Broadcast(EV_HANDED_BACK, handed, (TheBot(conv.bot_id),)),
             ]
             return out
@@ -564,7 +562,7 @@ class HandoffService:
             await tx.insert_events([event])
             return Outcome(ack={"status": target.value, "seq": seq},
                            broadcasts=[Broadcast(EV_STATUS, self._status(conv, event),
-                                                 _everyone(conv, conv.agent_id))],
+                                                 _everyone(conv))],
                            subscribe=(conv.conversation_id, who.role))
 
         out = await self._write(op)
@@ -586,8 +584,6 @@ class HandoffService:
             target = (Subscribed(conv.conversation_id, frozenset({ROLE_CUSTOMER})),)
         else:
             target = (Subscribed(conv.conversation_id, frozenset({ROLE_AGENT})),)
-            if conv.status == Status.CLAIMED and conv.agent_id:
-                target += (AgentSockets(conv.agent_id),)
         out = Outcome(subscribe=(conv.conversation_id, who.role))
         key = (conv.conversation_id, who.role, who.id)
         if self.typing_tracker.update(key, data.state, self.clock(), holder, target):

@@ -4,6 +4,7 @@ server with set-up through its real HTTP API, and a real ``handoff serve`` subpr
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import subprocess
@@ -204,12 +205,21 @@ class ServeProcess:
     url: str
 
     def kill(self) -> None:
-        self.proc.kill()  # SIGKILL: no shutdown code runs
+        """SIGKILL: no shutdown code runs (what a crash or an OOM kill does)."""
+        self.proc.kill()
         self.proc.wait(timeout=WAIT_S)
+        self._close_pipe()
 
     def stop(self) -> int:
+        """SIGTERM: the server stops cleanly; returns its exit code."""
         self.proc.terminate()
-        return self.proc.wait(timeout=WAIT_S)
+        code = self.proc.wait(timeout=WAIT_S)
+        self._close_pipe()
+        return code
+
+    def _close_pipe(self) -> None:
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def serve_process(database_url: str, *args: str, env: dict[str, str] | None = None) -> ServeProcess:
@@ -227,3 +237,39 @@ def serve_process(database_url: str, *args: str, env: dict[str, str] | None = No
         proc.kill()
         raise AssertionError(f"handoff serve did not start: {line!r} (exit {proc.wait()})")
     return ServeProcess(proc, match.group(0))
+
+
+class WebhookReceiver:
+    """A real HTTP endpoint on 127.0.0.1 that records the webhooks it receives; can fail its first answers."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.fail_first = fail_first
+        self.calls: list[tuple[dict[str, str], bytes]] = []
+        self.received = asyncio.Event()
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.calls.append((dict(request.headers), await request.read()))
+        if len(self.calls) <= self.fail_first:
+            return web.Response(status=503, text="try again")
+        self.received.set()
+        return web.json_response({"ok": True})
+
+    async def start(self) -> WebhookReceiver:
+        app = web.Application()
+        app.router.add_post("/handed-back", self.handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}/handed-back"
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def bodies(self) -> list[dict[str, Any]]:
+        return [json.loads(body) for _, body in self.calls]

@@ -7,13 +7,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp import web
-from handoff_testing import Server, StartServer, parts
+from handoff_testing import Server, StartServer, WebhookReceiver, parts
 
 from copilot.protocol import (
     ERR_FORBIDDEN,
@@ -25,42 +23,6 @@ from copilot.protocol import (
     EV_STATUS,
     EV_TYPING,
 )
-
-
-class WebhookReceiver:
-    """A real HTTP endpoint on 127.0.0.1 that records the webhooks it receives; can fail its first answers."""
-
-    def __init__(self, fail_first: int = 0) -> None:
-        self.fail_first = fail_first
-        self.calls: list[tuple[dict[str, str], bytes]] = []
-        self.received = asyncio.Event()
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.calls.append((dict(request.headers), await request.read()))
-        if len(self.calls) <= self.fail_first:
-            return web.Response(status=503, text="try again")
-        self.received.set()
-        return web.json_response({"ok": True})
-
-    async def start(self) -> WebhookReceiver:
-        app = web.Application()
-        app.router.add_post("/handed-back", self.handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}/handed-back"
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    def bodies(self) -> list[dict[str, Any]]:
-        return [json.loads(body) for _, body in self.calls]
 
 
 @pytest.fixture
@@ -192,6 +154,7 @@ async def test_http_escalation_stores_the_transcript_then_agent_resolves(server:
     alice = await server.agent(bot, name="Alice")
     cid, customer_token = await server.conversation(bot)
     customer = await server.client(customer_token)
+    assert (await customer.ok("join", {"conversation_id": cid}))["last_seq"] == 0
     alice_c = await server.client(alice.token)
     transcript = [{"role": "customer", "text": "I want to change my booking", "at": "2025-01-31T10:00:00Z"},
                   {"role": "bot", "text": "Which booking?", "label": "ask_booking"},
