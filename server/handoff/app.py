@@ -12,9 +12,11 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import socketio
 from aiohttp import web
+from engineio.async_drivers import aiohttp as aiohttp_driver
 
 from copilot.protocol import MAX_FRAME_BYTES
 from handoff.delivery import Delivery
@@ -49,6 +51,29 @@ SIO = web.AppKey("sio", socketio.AsyncServer)
 PARTS = web.AppKey("parts", Parts)
 
 
+class _ExactBody:
+    """The body of a long-polling POST, read in full.
+
+    engine.io reads the body with one ``read(content_length)``; aiohttp's ``StreamReader.read(n)`` returns *up to*
+    n bytes (aiohttp issue #3926), so frames over about 64 KB arrived cut and the client was dropped.
+    ``readexactly`` waits for all of them, which the protocol's 1 MB frames need.
+    """
+
+    def __init__(self, request: web.Request) -> None:
+        self._stream = request.content
+
+    async def read(self, n: int = -1) -> bytes:
+        if n < 0:
+            return await self._stream.read()
+        return await self._stream.readexactly(n)
+
+
+def _translate_request(request: web.Request) -> dict[str, Any]:
+    environ: dict[str, Any] = aiohttp_driver.translate_request(request)
+    environ["wsgi.input"] = _ExactBody(request)
+    return environ
+
+
 def _client_manager(settings: Settings) -> socketio.AsyncManager | None:
     if settings.redis_url is None:
         return None
@@ -77,6 +102,7 @@ def create_app(settings: Settings, *, suggestion_provider: SuggestionProvider | 
         logger=False,
         engineio_logger=False,
     )
+    sio.eio._async = {**sio.eio._async, "translate_request": _translate_request}
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[json_errors(settings.max_body_bytes)])
     app[SETTINGS] = settings
     app[SIO] = sio
@@ -115,6 +141,13 @@ def create_app(settings: Settings, *, suggestion_provider: SuggestionProvider | 
         finally:
             await store.close()
 
+    async def close_connections(app: web.Application) -> None:
+        # Before aiohttp waits for in-flight requests: close every Engine.IO socket, which also answers pending
+        # long-polling GETs (they would otherwise hold the shutdown for ping_interval + ping_timeout).
+        if sio.eio.sockets:
+            await sio.eio.disconnect()
+
+    app.on_shutdown.append(close_connections)
     app.cleanup_ctx.append(lifecycle)
     return app
 

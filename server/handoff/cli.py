@@ -84,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"handoff: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # one line per plugin at each start
     try:
         if args.command == "serve":
             asyncio.run(_serve(settings, args.host, args.port))

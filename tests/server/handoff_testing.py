@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import socketio
 from aiohttp import web
-from handoff.app import PARTS
+from handoff.app import PARTS, SIO
 from handoff.settings import Settings
 
 from copilot.protocol import API_PREFIX, NAMESPACE
@@ -176,6 +176,15 @@ class Server:
         return await c.connect()
 
     async def close_clients(self) -> None:
+        for c in self.clients:
+            if self.app is not None and c.sio.connected and c.sio.transport() == "polling":
+                # A polling client's own disconnect waits for its pending GET, which the server holds for up
+                # to ping_interval + ping_timeout; the server closing the socket answers that GET at once.
+                await self.app[SIO].eio.disconnect(c.sio.eio.sid)
+                for _ in range(100):
+                    if c.sio.eio.state == "disconnected":
+                        break
+                    await asyncio.sleep(0.02)
         await asyncio.gather(*(c.close() for c in self.clients), return_exceptions=True)
         self.clients.clear()
 
