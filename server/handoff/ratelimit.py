@@ -20,8 +20,8 @@ class TokenBucket:
         """Spend one token. Returns 0.0 when allowed, else the seconds until one will be available."""
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if self.tokens >= 1.0 - 1e-9:  # a client sending at exactly the rate must not lose to rounding
+            self.tokens = max(0.0, self.tokens - 1.0)
             return 0.0
         return (1.0 - self.tokens) / self.rate
 

@@ -67,6 +67,8 @@ def load_provider(spec: str | None, settings: Settings) -> SuggestionProvider:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise SettingsError(f"HANDOFF_SUGGESTION_PROVIDER {spec!r} cannot be loaded: {exc}") from exc
+    if not callable(factory):
+        raise SettingsError(f"HANDOFF_SUGGESTION_PROVIDER {spec!r} names {type(factory).__name__}, not a callable")
     provider = factory(settings)
     if not isinstance(provider, SuggestionProvider):
         raise SettingsError(f"HANDOFF_SUGGESTION_PROVIDER {spec!r} returned {provider!r}, which has no async suggest()")

@@ -19,7 +19,9 @@ import socketio
 from aiohttp import web
 from handoff.app import PARTS, SIO
 from handoff.settings import Settings
+from handoff.suggestions import ProvidedSuggestions
 
+from copilot.context import Context, Suggestion
 from copilot.protocol import API_PREFIX, NAMESPACE
 
 POSTGRES_ADMIN_URL = os.environ.get("HANDOFF_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -282,3 +284,35 @@ class WebhookReceiver:
 
     def bodies(self) -> list[dict[str, Any]]:
         return [json.loads(body) for _, body in self.calls]
+
+
+class ContextEchoTestProvider:
+    """A deterministic test provider (the real SuggestionProvider interface): its suggestions spell out the context
+    it was given, so a test can compare that context with ``context_from_events`` over the stored events."""
+
+    strategy = "context-echo-test"
+
+    async def suggest(self, bot_id: str, context: Context, k: int) -> ProvidedSuggestions | None:
+        described = json.dumps({"bot": bot_id, "chatbot": context.chatbot,
+                                "turns": [[t.role, t.text, t.label] for t in context.turns]})
+        items = [Suggestion(described, 1.0, "echo_context"), Suggestion(f"{len(context.turns)} turns so far", 0.5)]
+        return ProvidedSuggestions(self.strategy, items[:k])
+
+
+class GatedTestProvider:
+    """A test provider that answers only when the test opens the gate: a slow strategy, on demand."""
+
+    strategy = "gated-test"
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+
+    async def suggest(self, bot_id: str, context: Context, k: int) -> ProvidedSuggestions | None:
+        await self.gate.wait()
+        last = context.turns[-1].text if context.turns else ""
+        return ProvidedSuggestions(self.strategy, [Suggestion(f"reply to: {last}", 0.9)])
+
+
+def make_echo_test_provider(settings: Settings) -> ContextEchoTestProvider:
+    """For HANDOFF_SUGGESTION_PROVIDER=handoff_testing:make_echo_test_provider."""
+    return ContextEchoTestProvider()
