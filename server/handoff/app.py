@@ -9,6 +9,7 @@ service, registers the Socket.IO namespace and the HTTP routes' backing objects,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -134,18 +135,25 @@ def create_app(settings: Settings, *, suggestion_provider: SuggestionProvider | 
             typing_task = asyncio.ensure_future(_expire_typing(service, delivery, settings))
             async for _ in running(webhooks):
                 yield
+            log.debug("stopping: background loops")
             typing_task.cancel()
             await asyncio.gather(typing_task, return_exceptions=True)
             await sio.shutdown()
             await delivery.close()
         finally:
+            log.debug("stopping: database")
             await store.close()
+            log.debug("stopped")
 
     async def close_connections(app: web.Application) -> None:
         # Before aiohttp waits for in-flight requests: close every Engine.IO socket, which also answers pending
         # long-polling GETs (they would otherwise hold the shutdown for ping_interval + ping_timeout).
-        if sio.eio.sockets:
-            await sio.eio.disconnect()
+        sockets = list(sio.eio.sockets.values())
+        log.debug("stopping: closing %d connections", len(sockets))
+        for socket in sockets:
+            # wait=False: a socket whose peer is already gone never drains its queue, and must not hold us.
+            with contextlib.suppress(Exception):
+                await socket.close(wait=False, reason=sio.eio.reason.SERVER_DISCONNECT)
 
     app.on_shutdown.append(close_connections)
     app.cleanup_ctx.append(lifecycle)

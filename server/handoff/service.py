@@ -186,8 +186,7 @@ class HandoffService:
         """Run ``op`` in a transaction, again from the start when a compare-and-set lost to a concurrent writer."""
         for attempt in range(_MAX_ATTEMPTS):
             try:
-                async with self.store.write() as tx:
-                    return await op(tx)
+                return await self.store.write(op)
             except _Retry:
                 log.debug("write retried after a concurrent change (attempt %d)", attempt + 1)
             except IntegrityError:
@@ -273,14 +272,13 @@ class HandoffService:
 
     async def _create(self, op: Callable[[Tx], Awaitable[None]], conflict: str) -> None:
         try:
-            async with self.store.write() as tx:
-                await op(tx)
+            await self.store.write(op)
         except IntegrityError:
             raise HandoffError(ERR_CONFLICT, conflict) from None
 
     async def upsert_bot(self, data: p.BotIn, api_key: str) -> None:
         """Create or update a bot declared in the pilot file; ``api_key`` becomes its only key."""
-        async with self.store.write() as tx:
+        async def op(tx: Tx) -> None:
             if await tx.bot(data.bot_id) is None:
                 await tx.insert_bot(data.bot_id, data.name, data.handback_webhook)
             else:
@@ -288,9 +286,11 @@ class HandoffService:
             await tx.drop_credentials(ROLE_BOT, data.bot_id)
             await tx.add_credential(hash_token(api_key), ROLE_BOT, data.bot_id)
 
+        await self.store.write(op)
+
     async def upsert_agent(self, data: p.AgentIn, token: str) -> None:
         """Create or update an agent declared in the pilot file; ``token`` becomes its only token."""
-        async with self.store.write() as tx:
+        async def op(tx: Tx) -> None:
             missing = sorted(set(data.bots) - await tx.existing_bots(data.bots))
             if missing:
                 raise HandoffError(ERR_INVALID_PAYLOAD, f"agent {data.agent_id!r}: unknown bot(s) {missing}")
@@ -300,6 +300,8 @@ class HandoffService:
                 await tx.update_agent(data.agent_id, data.name, data.bots)
             await tx.drop_credentials(ROLE_AGENT, data.agent_id)
             await tx.add_credential(hash_token(token), ROLE_AGENT, data.agent_id)
+
+        await self.store.write(op)
 
     async def register_device(self, who: Principal, data: p.DeviceIn) -> dict[str, Any]:
         """Store an agent's push subscription (sending pushes is not built yet). The same one twice: same id."""
@@ -670,10 +672,15 @@ class HandoffService:
     async def offer_suggestions(self, prepared: PreparedSuggestions) -> Broadcast | None:
         """Store and address the suggestions, unless the conversation moved past their seq meanwhile (dropped)."""
         req = prepared.request
-        async with self.store.write() as tx:
+
+        async def op(tx: Tx) -> bool:
             if await self._fresh(tx, req) is None:
-                return None
+                return False
             await tx.insert_suggestions(prepared.rows)
+            return True
+
+        if not await self.store.write(op):
+            return None
         payload = {
             "conversation_id": req.conversation_id, "for_seq": req.for_seq, "strategy": prepared.strategy,
             "items": [{"suggestion_id": r["suggestion_id"], "text": r["text"], "score": r["score"],

@@ -16,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
     Column,
@@ -43,13 +44,15 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy import create_engine as sa_create_engine
+from sqlalchemy.engine import Connection, Engine, Result, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.base import Executable
 
 from copilot.protocol import KIND_CLAIMED, KIND_ESCALATED, KIND_MESSAGE, STATUS_WAITING
 
-__all__ = ["IntegrityError", "Store", "Tx", "metadata", "now_iso", "open_store"]
+__all__ = ["IntegrityError", "PostgresStore", "SqliteStore", "Store", "Tx", "metadata", "now_iso", "open_store"]
 
 ID = String(200)
 TIME = String(40)  # ISO 8601 in UTC, e.g. 2025-01-31T12:00:00.123Z: exact round trip on every database
@@ -261,76 +264,85 @@ _CONVERSATION_COLUMNS = (
 
 
 class Tx:
-    """Statements on one connection; inside :meth:`Store.write` they commit together or not at all."""
+    """Statements on one connection; inside :meth:`Store.write` they commit together or not at all.
 
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
+    The connection is an ``AsyncConnection`` (PostgreSQL, asyncpg) or a plain ``Connection`` (SQLite, see
+    :class:`SqliteStore`), whose statements run at once on the event loop's thread.
+    """
+
+    def __init__(self, conn: AsyncConnection | Connection) -> None:
+        self._conn = conn
+
+    async def _x(self, statement: Executable, params: Any = None) -> Result[Any]:
+        if isinstance(self._conn, AsyncConnection):
+            return await self._conn.execute(statement, params)
+        return self._conn.execute(statement, params)
 
     # -- bots, agents, credentials -------------------------------------------------------------------------
     async def credential(self, token_hash: str) -> CredentialRow | None:
-        row = (await self.conn.execute(
+        row = (await self._x(
             select(credentials.c.role, credentials.c.subject_id).where(credentials.c.token_hash == token_hash)
         )).first()
         return CredentialRow(row.role, row.subject_id) if row else None
 
     async def add_credential(self, token_hash: str, role: str, subject_id: str) -> None:
-        await self.conn.execute(insert(credentials).values(
+        await self._x(insert(credentials).values(
             token_hash=token_hash, role=role, subject_id=subject_id, created_at=now_iso()))
 
     async def drop_credentials(self, role: str, subject_id: str) -> None:
-        await self.conn.execute(credentials.delete().where(
+        await self._x(credentials.delete().where(
             and_(credentials.c.role == role, credentials.c.subject_id == subject_id)))
 
     async def bot(self, bot_id: str) -> BotRow | None:
-        row = (await self.conn.execute(select(bots).where(bots.c.bot_id == bot_id))).first()
+        row = (await self._x(select(bots).where(bots.c.bot_id == bot_id))).first()
         return BotRow(row.bot_id, row.name, row.handback_webhook) if row else None
 
     async def existing_bots(self, bot_ids: Iterable[str]) -> set[str]:
         ids = list(bot_ids)
         if not ids:
             return set()
-        rows = await self.conn.execute(select(bots.c.bot_id).where(bots.c.bot_id.in_(ids)))
+        rows = await self._x(select(bots.c.bot_id).where(bots.c.bot_id.in_(ids)))
         return {r.bot_id for r in rows}
 
     async def insert_bot(self, bot_id: str, name: str, handback_webhook: str | None) -> None:
-        await self.conn.execute(insert(bots).values(
+        await self._x(insert(bots).values(
             bot_id=bot_id, name=name, handback_webhook=handback_webhook, created_at=now_iso()))
 
     async def update_bot(self, bot_id: str, name: str, handback_webhook: str | None) -> None:
-        await self.conn.execute(update(bots).where(bots.c.bot_id == bot_id).values(
+        await self._x(update(bots).where(bots.c.bot_id == bot_id).values(
             name=name, handback_webhook=handback_webhook))
 
     async def agent(self, agent_id: str) -> AgentRow | None:
-        row = (await self.conn.execute(select(agents).where(agents.c.agent_id == agent_id))).first()
+        row = (await self._x(select(agents).where(agents.c.agent_id == agent_id))).first()
         if row is None:
             return None
-        bot_rows = await self.conn.execute(select(agent_bots.c.bot_id).where(agent_bots.c.agent_id == agent_id))
+        bot_rows = await self._x(select(agent_bots.c.bot_id).where(agent_bots.c.agent_id == agent_id))
         return AgentRow(row.agent_id, row.name, frozenset(r.bot_id for r in bot_rows))
 
     async def insert_agent(self, agent_id: str, name: str, bot_ids: Iterable[str]) -> None:
-        await self.conn.execute(insert(agents).values(agent_id=agent_id, name=name, created_at=now_iso()))
+        await self._x(insert(agents).values(agent_id=agent_id, name=name, created_at=now_iso()))
         await self.set_agent_bots(agent_id, bot_ids)
 
     async def update_agent(self, agent_id: str, name: str, bot_ids: Iterable[str]) -> None:
-        await self.conn.execute(update(agents).where(agents.c.agent_id == agent_id).values(name=name))
+        await self._x(update(agents).where(agents.c.agent_id == agent_id).values(name=name))
         await self.set_agent_bots(agent_id, bot_ids)
 
     async def set_agent_bots(self, agent_id: str, bot_ids: Iterable[str]) -> None:
-        await self.conn.execute(agent_bots.delete().where(agent_bots.c.agent_id == agent_id))
+        await self._x(agent_bots.delete().where(agent_bots.c.agent_id == agent_id))
         rows = [{"agent_id": agent_id, "bot_id": b} for b in sorted(set(bot_ids))]
         if rows:
-            await self.conn.execute(insert(agent_bots), rows)
+            await self._x(insert(agent_bots), rows)
 
     async def agent_names(self, agent_ids: Iterable[str]) -> dict[str, str]:
         ids = list(set(agent_ids))
         if not ids:
             return {}
-        rows = await self.conn.execute(select(agents.c.agent_id, agents.c.name).where(agents.c.agent_id.in_(ids)))
+        rows = await self._x(select(agents.c.agent_id, agents.c.name).where(agents.c.agent_id.in_(ids)))
         return {r.agent_id: r.name for r in rows}
 
     # -- conversations ------------------------------------------------------------------------------------
     async def conversation(self, conversation_id: str) -> ConversationRow | None:
-        row = (await self.conn.execute(
+        row = (await self._x(
             select(*_CONVERSATION_COLUMNS).where(conversations.c.conversation_id == conversation_id)
         )).first()
         return _conversation(row) if row else None
@@ -338,7 +350,7 @@ class Tx:
     async def insert_conversation(self, conversation_id: str, bot_id: str, status: str, customer_id: str,
                                   customer: dict[str, Any] | None) -> None:
         now = now_iso()
-        await self.conn.execute(insert(conversations).values(
+        await self._x(insert(conversations).values(
             conversation_id=conversation_id, bot_id=bot_id, status=status, agent_id=None,
             customer_id=customer_id, customer=json.dumps(customer) if customer is not None else None,
             last_seq=0, reason=None, waiting_since=None, created_at=now, updated_at=now))
@@ -348,7 +360,7 @@ class Tx:
         ids = list(bot_ids)
         if not ids:
             return []
-        rows = await self.conn.execute(
+        rows = await self._x(
             select(*_CONVERSATION_COLUMNS)
             .where(and_(conversations.c.bot_id.in_(ids), conversations.c.status == status))
             .order_by(conversations.c.waiting_since, conversations.c.created_at, conversations.c.conversation_id)
@@ -371,7 +383,7 @@ class Tx:
             .values(last_seq=conversations.c.last_seq + count, updated_at=now_iso(), **changes)
             .returning(conversations.c.last_seq)
         )
-        last = (await self.conn.execute(stmt)).scalar_one_or_none()
+        last = (await self._x(stmt)).scalar_one_or_none()
         return None if last is None else int(last) - count + 1
 
     async def claim(self, conversation_id: str, agent_id: str) -> int | None:
@@ -388,18 +400,18 @@ class Tx:
                     updated_at=now_iso())
             .returning(conversations.c.last_seq)
         )
-        seq = (await self.conn.execute(stmt)).scalar_one_or_none()
+        seq = (await self._x(stmt)).scalar_one_or_none()
         return None if seq is None else int(seq)
 
     # -- events -------------------------------------------------------------------------------------------
     async def insert_events(self, rows: Sequence[dict[str, Any]]) -> None:
         full = [{"conversation_id": r["conversation_id"], "seq": r["seq"], "kind": r["kind"], "at": r["at"],
                  **{name: r.get(name) for name in _EVENT_FIELDS}} for r in rows]
-        await self.conn.execute(insert(events), full)
+        await self._x(insert(events), full)
 
     async def message_by_client_id(self, conversation_id: str, role: str, sender: str,
                                    client_id: str) -> dict[str, Any] | None:
-        row = (await self.conn.execute(select(events).where(and_(
+        row = (await self._x(select(events).where(and_(
             events.c.conversation_id == conversation_id, events.c.role == role, events.c.sender == sender,
             events.c.client_id == client_id)))).first()
         return event_wire(row) if row else None
@@ -410,17 +422,17 @@ class Tx:
         cond = and_(events.c.conversation_id == conversation_id, events.c.seq > after_seq)
         if upto_seq is not None:
             cond = and_(cond, events.c.seq <= upto_seq)
-        rows = await self.conn.execute(select(events).where(cond).order_by(events.c.seq))
+        rows = await self._x(select(events).where(cond).order_by(events.c.seq))
         return [event_wire(r) for r in rows]
 
     async def messages_after(self, conversation_id: str, after_seq: int) -> list[dict[str, Any]]:
-        rows = await self.conn.execute(select(events).where(and_(
+        rows = await self._x(select(events).where(and_(
             events.c.conversation_id == conversation_id, events.c.seq > after_seq,
             events.c.kind == KIND_MESSAGE)).order_by(events.c.seq))
         return [event_wire(r) for r in rows]
 
     async def last_customer_text(self, conversation_id: str) -> str | None:
-        row = (await self.conn.execute(
+        row = (await self._x(
             select(events.c.text).where(and_(events.c.conversation_id == conversation_id,
                                              events.c.kind == KIND_MESSAGE, events.c.role == "customer"))
             .order_by(events.c.seq.desc()).limit(1))).first()
@@ -428,30 +440,30 @@ class Tx:
 
     async def held_before(self, conversation_id: str, agent_id: str) -> bool:
         """Whether this agent ever claimed the conversation (so writing now is a wrong state, not a wrong door)."""
-        row = (await self.conn.execute(select(events.c.seq).where(and_(
+        row = (await self._x(select(events.c.seq).where(and_(
             events.c.conversation_id == conversation_id, events.c.kind == KIND_CLAIMED,
             events.c.sender == agent_id)).limit(1))).first()
         return row is not None
 
     async def latest_escalation_seq(self, conversation_id: str) -> int | None:
-        row = (await self.conn.execute(select(func.max(events.c.seq)).where(and_(
+        row = (await self._x(select(func.max(events.c.seq)).where(and_(
             events.c.conversation_id == conversation_id, events.c.kind == KIND_ESCALATED)))).first()
         return None if row is None or row[0] is None else int(row[0])
 
     # -- devices --------------------------------------------------------------------------------------------
     async def device_by_hash(self, agent_id: str, subscription_hash: str) -> str | None:
-        row = (await self.conn.execute(select(devices.c.device_id).where(and_(
+        row = (await self._x(select(devices.c.device_id).where(and_(
             devices.c.agent_id == agent_id, devices.c.subscription_hash == subscription_hash)))).first()
         return row.device_id if row else None
 
     async def insert_device(self, device_id: str, agent_id: str, kind: str, subscription: str,
                             subscription_hash: str) -> None:
-        await self.conn.execute(insert(devices).values(
+        await self._x(insert(devices).values(
             device_id=device_id, agent_id=agent_id, kind=kind, subscription=subscription,
             subscription_hash=subscription_hash, created_at=now_iso()))
 
     async def devices_of(self, agent_id: str) -> list[dict[str, Any]]:
-        rows = await self.conn.execute(select(devices).where(devices.c.agent_id == agent_id)
+        rows = await self._x(select(devices).where(devices.c.agent_id == agent_id)
                                        .order_by(devices.c.created_at))
         return [{"device_id": r.device_id, "kind": r.kind, "subscription": json.loads(r.subscription)}
                 for r in rows]
@@ -459,38 +471,38 @@ class Tx:
     # -- suggestions --------------------------------------------------------------------------------------
     async def insert_suggestions(self, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
-            await self.conn.execute(insert(suggestions), list(rows))
+            await self._x(insert(suggestions), list(rows))
 
     async def suggestion(self, suggestion_id: str) -> dict[str, Any] | None:
-        row = (await self.conn.execute(select(suggestions).where(suggestions.c.suggestion_id == suggestion_id))
+        row = (await self._x(select(suggestions).where(suggestions.c.suggestion_id == suggestion_id))
                ).first()
         return dict(row._mapping) if row else None
 
     async def suggestions_for(self, conversation_id: str) -> list[dict[str, Any]]:
-        rows = await self.conn.execute(select(suggestions).where(suggestions.c.conversation_id == conversation_id)
+        rows = await self._x(select(suggestions).where(suggestions.c.conversation_id == conversation_id)
                                        .order_by(suggestions.c.for_seq, suggestions.c.rank))
         return [dict(r._mapping) for r in rows]
 
     async def insert_feedback(self, suggestion_id: str, conversation_id: str, agent_id: str, action: str) -> None:
-        await self.conn.execute(insert(suggestion_feedback).values(
+        await self._x(insert(suggestion_feedback).values(
             suggestion_id=suggestion_id, conversation_id=conversation_id, agent_id=agent_id, action=action,
             at=now_iso()))
 
     async def feedback_for(self, conversation_id: str) -> list[dict[str, Any]]:
-        rows = await self.conn.execute(select(suggestion_feedback).where(
+        rows = await self._x(select(suggestion_feedback).where(
             suggestion_feedback.c.conversation_id == conversation_id).order_by(suggestion_feedback.c.id))
         return [dict(r._mapping) for r in rows]
 
     # -- webhook outbox -----------------------------------------------------------------------------------
     async def enqueue_webhook(self, bot_id: str, conversation_id: str, url: str, payload: dict[str, Any]) -> None:
         now = time.time()
-        await self.conn.execute(insert(webhook_outbox).values(
+        await self._x(insert(webhook_outbox).values(
             bot_id=bot_id, conversation_id=conversation_id, url=url, payload=json.dumps(payload),
             state="pending", attempts=0, next_attempt_at=now, locked_until=None, last_error=None,
             created_at=now, delivered_at=None))
 
     async def due_webhooks(self, now: float, limit: int) -> list[OutboxRow]:
-        rows = await self.conn.execute(
+        rows = await self._x(
             select(webhook_outbox).where(and_(
                 webhook_outbox.c.state == "pending", webhook_outbox.c.next_attempt_at <= now,
                 (webhook_outbox.c.locked_until.is_(None)) | (webhook_outbox.c.locked_until < now)))
@@ -499,7 +511,7 @@ class Tx:
 
     async def lock_webhook(self, outbox_id: int, now: float, until: float) -> bool:
         """Take one delivery for ``until`` (compare-and-set), so two processes never send it at once."""
-        result = await self.conn.execute(
+        result = await self._x(
             update(webhook_outbox).where(and_(
                 webhook_outbox.c.id == outbox_id, webhook_outbox.c.state == "pending",
                 (webhook_outbox.c.locked_until.is_(None)) | (webhook_outbox.c.locked_until < now)))
@@ -508,7 +520,7 @@ class Tx:
 
     async def finish_webhook(self, outbox_id: int, *, state: str, attempts: int, next_attempt_at: float,
                              error: str | None) -> None:
-        await self.conn.execute(update(webhook_outbox).where(webhook_outbox.c.id == outbox_id).values(
+        await self._x(update(webhook_outbox).where(webhook_outbox.c.id == outbox_id).values(
             state=state, attempts=attempts, next_attempt_at=next_attempt_at, locked_until=None, last_error=error,
             delivered_at=time.time() if state == "delivered" else None))
 
@@ -516,30 +528,48 @@ class Tx:
         stmt = select(webhook_outbox).order_by(webhook_outbox.c.id)
         if conversation_id is not None:
             stmt = stmt.where(webhook_outbox.c.conversation_id == conversation_id)
-        return [dict(r._mapping) for r in await self.conn.execute(stmt)]
+        return [dict(r._mapping) for r in await self._x(stmt)]
+
+
+T = TypeVar("T")
+WriteOp = Callable[[Tx], Awaitable[T]]
 
 
 class Store:
     """The database of one server process. Use :func:`open_store` to get one (it migrates the schema)."""
 
+    dialect: str = ""
+
+    async def write(self, op: WriteOp[T]) -> T:
+        """Run ``op`` in one transaction and return its result once committed.
+
+        If ``op`` raises, nothing it did is kept and the exception propagates. ``op`` must only await the Tx it
+        is given (on SQLite it runs inside a batch with other operations; see SqliteStore).
+        """
+        raise NotImplementedError
+
+    def read(self) -> AbstractAsyncContextManager[Tx]:
+        """A connection for reads; never blocks writers (WAL on SQLite, MVCC on PostgreSQL)."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
+class PostgresStore(Store):
+    """PostgreSQL through asyncpg: each write is its own transaction on a pooled connection."""
+
+    dialect = "postgresql"
+
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self.is_sqlite = engine.dialect.name == "sqlite"
-        self._write_lock = asyncio.Lock() if self.is_sqlite else None
 
-    @asynccontextmanager
-    async def write(self) -> AsyncIterator[Tx]:
-        """One transaction: commits when the block ends, rolls back (changing nothing) when it raises."""
-        if self._write_lock is None:
-            async with self.engine.begin() as conn:
-                yield Tx(conn)
-            return
-        async with self._write_lock, self.engine.begin() as conn:
-            yield Tx(conn)
+    async def write(self, op: WriteOp[T]) -> T:
+        async with self.engine.begin() as conn:
+            return await op(Tx(conn))
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Tx]:
-        """A connection for reads; never blocks writers (WAL on SQLite, MVCC on PostgreSQL)."""
         async with self.engine.connect() as conn:
             yield Tx(conn)
 
@@ -547,8 +577,139 @@ class Store:
         await self.engine.dispose()
 
 
-def _sqlite_pragmas(synchronous: str) -> Any:
+@dataclass
+class _Pending:
+    op: WriteOp[Any]
+    done: asyncio.Future[Any]
+    result: Any = None
+    error: BaseException | None = None
+
+
+class SqliteStore(Store):
+    """SQLite with one writer per process and group commit.
+
+    Why not aiosqlite for everything: every statement through it is a hop to a thread and back (about 0.2 ms
+    measured here with SQLAlchemy), while the statement itself takes microseconds; a message costs half a dozen
+    statements. So statements run directly on the event loop's thread (pysqlite), and only what can wait (taking
+    the database's write lock, ``BEGIN IMMEDIATE``, and the ``COMMIT`` that syncs the file) goes to a worker
+    thread. Writes queue up while a commit is in flight and the next transaction carries them all, each inside its
+    own SAVEPOINT, so one failing operation rolls back alone; every caller is answered only after the commit that
+    holds its changes. SQLite allows one writer at a time anyway: this is the same order, without the waiting.
+    """
+
+    dialect = "sqlite"
+    max_batch = 256
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()  # None: stop after what came before
+        self._writer: asyncio.Task[None] | None = None
+        self._writer_conn: Connection | None = None
+        # Its own thread: BEGIN IMMEDIATE may wait for another process's lock, and must never wait behind other
+        # blocking work in the loop's shared executor (nor make it wait).
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+
+    async def write(self, op: WriteOp[T]) -> T:
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.ensure_future(self._write_loop())
+        pending = _Pending(op, asyncio.get_running_loop().create_future())
+        await self._queue.put(pending)
+        return cast(T, await pending.done)
+
+    async def _write_loop(self) -> None:
+        conn = self._writer_conn = self.engine.connect()
+        conn.info["writer"] = True
+        try:
+            stopping = False
+            while not stopping:
+                first = await self._queue.get()
+                if first is None:
+                    break
+                batch = [first]
+                while len(batch) < self.max_batch and not self._queue.empty():
+                    item = self._queue.get_nowait()
+                    if item is None:
+                        stopping = True
+                        break
+                    batch.append(item)
+                await self._run_batch(conn, batch)
+        finally:
+            while not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is not None:
+                    item.done.cancel()
+            conn.info.pop("writer", None)
+            conn.close()
+            self._writer_conn = None
+
+    async def _run_batch(self, conn: Connection, batch: list[_Pending]) -> None:
+        try:
+            trans = await self._in_thread(conn.begin)  # BEGIN IMMEDIATE: may wait for another process
+        except Exception as exc:
+            for pending in batch:
+                _settle(pending.done, error=exc)
+            return
+        try:
+            for pending in batch:
+                savepoint = conn.begin_nested()
+                try:
+                    pending.result = await pending.op(Tx(conn))
+                    savepoint.commit()
+                except BaseException as exc:  # the operation's own changes go, the batch goes on
+                    savepoint.rollback()
+                    pending.error = exc
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
+            await self._in_thread(trans.commit)  # the fsync happens here, off the event loop
+        except BaseException as exc:
+            if trans.is_active:
+                trans.rollback()
+            for pending in batch:
+                _settle(pending.done, error=pending.error or exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        for pending in batch:
+            _settle(pending.done, result=pending.result, error=pending.error)
+
+    async def _in_thread(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[Tx]:
+        with self.engine.connect() as conn:
+            yield Tx(conn)
+
+    async def close(self) -> None:
+        if self._writer is not None and not self._writer.done():
+            await self._queue.put(None)  # the writes queued before this one still commit
+            await asyncio.gather(self._writer, return_exceptions=True)
+        self._thread.shutdown(wait=True)
+        self.engine.dispose()
+
+
+def _settle(future: asyncio.Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _sqlite_engine(url: str, synchronous: str) -> Engine:
+    """A pysqlite engine (whatever the URL's driver: ``sqlite+aiosqlite://`` is accepted for the default URL)."""
+    parsed = make_url(url).set(drivername="sqlite")
+    database = parsed.database or ""
+    if not database or database == ":memory:":
+        raise ValueError("the server needs a SQLite file (several connections share it), not an in-memory database")
+    Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+    engine = sa_create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Transactions are begun by us (below), not by pysqlite's guesswork, so SAVEPOINTs work.
+        dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         # WAL: readers never block the writer; busy_timeout: wait for another process's write instead of failing.
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -556,20 +717,13 @@ def _sqlite_pragmas(synchronous: str) -> Any:
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
-    return on_connect
 
+    @event.listens_for(engine, "begin")
+    def on_begin(conn: Connection) -> None:
+        # The writer takes the write lock up front; readers get a consistent snapshot and never take it.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("writer") else "BEGIN")
 
-def create_engine(url: str, *, sqlite_synchronous: str = "FULL") -> AsyncEngine:
-    """An async engine for ``url`` with the settings each database needs (WAL and busy timeout on SQLite)."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        database = parsed.database or ""
-        if database and database != ":memory:":
-            Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas(sqlite_synchronous))
-        return engine
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return engine
 
 
 def _upgrade(connection: Connection) -> None:
@@ -582,21 +736,39 @@ def _upgrade(connection: Connection) -> None:
     command.upgrade(config, "head")
 
 
-async def migrate(engine: AsyncEngine) -> None:
-    """Bring the schema to the latest migration (alembic, on the given engine); safe with several processes."""
+def _migrate_sqlite(engine: Engine) -> None:
+    with engine.begin() as conn:
+        _upgrade(conn)
+
+
+async def _migrate_postgres(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            # Two processes starting together must not both create the tables.
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+        # Two processes starting together must not both create the tables.
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
         await conn.run_sync(_upgrade)
 
 
 async def open_store(url: str, *, sqlite_synchronous: str = "FULL") -> Store:
-    """Connect to ``url``, migrate the schema, and return the store."""
-    engine = create_engine(url, sqlite_synchronous=sqlite_synchronous)
+    """Connect to ``url``, bring the schema to the latest migration (alembic), and return the store.
+
+    ``sqlite+aiosqlite:///file.db`` (or ``sqlite:///file.db``) gives a :class:`SqliteStore`,
+    ``postgresql+asyncpg://...`` a :class:`PostgresStore`.
+    """
+    backend = make_url(url).get_backend_name()
+    if backend == "sqlite":
+        engine = _sqlite_engine(url, sqlite_synchronous)
+        try:
+            await asyncio.to_thread(_migrate_sqlite, engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        return SqliteStore(engine)
+    if backend != "postgresql":
+        raise ValueError(f"unsupported database {backend!r}: use sqlite+aiosqlite:///FILE or postgresql+asyncpg://")
+    async_engine = create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
     try:
-        await migrate(engine)
+        await _migrate_postgres(async_engine)
     except BaseException:
-        await engine.dispose()
+        await async_engine.dispose()
         raise
-    return Store(engine)
+    return PostgresStore(async_engine)

@@ -7,9 +7,10 @@ is logged and retried with exponential backoff, until ``webhook_max_attempts``, 
 ``failed`` and logged as an error. Nothing is lost silently: every failure is in the log and in the row
 (``attempts``, ``last_error``), and a restarted server picks up every pending row.
 
-Receivers should treat ``X-Handoff-Delivery`` as an idempotency key: a crash between the POST and marking the
-row delivered sends it again. With ``HANDOFF_WEBHOOK_SECRET`` set, ``X-Handoff-Signature: sha256=<hex>`` is the
-HMAC-SHA256 of the raw body with that secret.
+A process that dies in the middle of an attempt leaves the row leased for ``webhook_timeout_s + 5`` seconds;
+after that any process retries it. Receivers should treat ``X-Handoff-Delivery`` as an idempotency key: a crash
+between the POST and marking the row delivered sends it again. With ``HANDOFF_WEBHOOK_SECRET`` set,
+``X-Handoff-Signature: sha256=<hex>`` is the HMAC-SHA256 of the raw body with that secret.
 """
 
 from __future__ import annotations
@@ -85,10 +86,11 @@ class WebhookDeliverer:
 
     async def _attempt(self, row: OutboxRow) -> None:
         now = time.time()
-        async with self.store.write() as tx:
-            # Another process may be on it: take it for the duration of one attempt, or leave it.
-            if not await tx.lock_webhook(row.id, now, now + self.settings.webhook_timeout_s + 30.0):
-                return
+        # A lease, not a lock: if this process dies mid-attempt, the row is free again when it runs out.
+        until = now + self.settings.webhook_timeout_s + 5.0
+        # Another process may be on it: take it for the duration of one attempt, or leave it.
+        if not await self.store.write(lambda tx: tx.lock_webhook(row.id, now, until)):
+            return
         attempts = row.attempts + 1
         error = await self._post(row, attempts)
         if error is None:
@@ -104,8 +106,8 @@ class WebhookDeliverer:
             log.warning("webhook %d for %s to %s failed (attempt %d of %d, next in %.1f s): %s", row.id,
                         row.conversation_id, row.url, attempts, self.settings.webhook_max_attempts,
                         next_at - time.time(), error)
-        async with self.store.write() as tx:
-            await tx.finish_webhook(row.id, state=state, attempts=attempts, next_attempt_at=next_at, error=error)
+        await self.store.write(lambda tx: tx.finish_webhook(row.id, state=state, attempts=attempts,
+                                                            next_attempt_at=next_at, error=error))
 
     async def _post(self, row: OutboxRow, attempt: int) -> str | None:
         """POST one row; None on a 2xx answer, else what went wrong."""

@@ -237,7 +237,7 @@ def serve_process(database_url: str, *args: str, env: dict[str, str] | None = No
     """Start ``python -m handoff serve --port 0`` and wait for the line that names its URL."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_")}
     full_env.update({"HANDOFF_DATABASE_URL": database_url, "HANDOFF_ADMIN_KEY": ADMIN_KEY,
-                     "HANDOFF_LOG_LEVEL": "WARNING"})
+                     "HANDOFF_LOG_LEVEL": os.environ.get("HANDOFF_TEST_SERVER_LOG_LEVEL", "WARNING")})
     full_env.update(env or {})
     proc = subprocess.Popen([sys.executable, "-m", "handoff", "serve", "--host", "127.0.0.1", "--port", "0", *args],
                             stdout=subprocess.PIPE, text=True, env=full_env)

@@ -8,7 +8,7 @@ import asyncio
 import uuid
 
 import pytest
-from handoff.store import open_store
+from handoff.store import Tx, open_store
 from handoff_testing import Server, uid
 
 from copilot.protocol import ERR_ALREADY_CLAIMED, EV_CLAIMED, EV_ESCALATION
@@ -61,15 +61,17 @@ async def test_compare_and_set_on_separate_connections(database_url: str) -> Non
     stores = [await open_store(database_url, sqlite_synchronous="NORMAL") for _ in range(20)]
     try:
         bot_id, cid = uid("bot"), uuid.uuid4().hex
-        async with stores[0].write() as tx:
+
+        async def setup(tx: Tx) -> None:
             await tx.insert_bot(bot_id, "bot", None)
             await tx.insert_conversation(cid, bot_id, "waiting", "customer", None)
+
+        await stores[0].write(setup)
         start = asyncio.Event()
 
         async def claim(i: int) -> int | None:
             await start.wait()
-            async with stores[i].write() as tx:
-                return await tx.claim(cid, f"agent-{i}")
+            return await stores[i].write(lambda tx: tx.claim(cid, f"agent-{i}"))
 
         tasks = [asyncio.ensure_future(claim(i)) for i in range(len(stores))]
         await asyncio.sleep(0.05)

@@ -26,7 +26,8 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 @pytest.mark.slow
 async def test_kill_and_restart_loses_nothing(database_url: str, http: aiohttp.ClientSession) -> None:
     receiver = await WebhookReceiver(fail_first=10_000).start()  # down for the first process
-    env = {"HANDOFF_WEBHOOK_BACKOFF_S": "0.2", "HANDOFF_WEBHOOK_BACKOFF_MAX_S": "0.5", "HANDOFF_WEBHOOK_POLL_S": "0.2"}
+    env = {"HANDOFF_WEBHOOK_BACKOFF_S": "0.2", "HANDOFF_WEBHOOK_BACKOFF_MAX_S": "0.5", "HANDOFF_WEBHOOK_POLL_S": "0.2",
+           "HANDOFF_WEBHOOK_TIMEOUT_S": "2"}  # a kill during an attempt leaves a 7 s lease on the row
     first = serve_process(database_url, env=env)
     second = None
     try:
@@ -99,7 +100,7 @@ async def test_kill_and_restart_loses_nothing(database_url: str, http: aiohttp.C
         assert [e["seq"] for e in resumed["events"]] == list(range(before + 1, new["seq"] + 1))
 
         # The webhook that failed before the crash is delivered by the new process, with the right turns.
-        await asyncio.wait_for(receiver.received.wait(), 15)
+        await asyncio.wait_for(receiver.received.wait(), 25)
         body = receiver.bodies()[-1]
         assert body["conversation_id"] == cid and body["note"] == "over to you"
         assert [t["text"] for t in body["turns"]] == [t for i in range(5) for t in (f"customer {i}", f"agent {i}")]
