@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import socketio
@@ -70,27 +69,48 @@ def rooms_for(audiences: Iterable[Audience]) -> list[str]:
 
 
 class KeyedLocks:
-    """An asyncio lock per key, forgotten when nobody holds or waits for it."""
+    """An asyncio lock per key, forgotten when nobody holds or waits for it. ``async with locks.hold(key):``"""
 
     def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._locks: dict[str, _KeyedLock] = {}
 
-    @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
+    def hold(self, key: str) -> _KeyedLock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = _KeyedLock(self._locks, key)
+        return lock
 
     def __len__(self) -> int:
         return len(self._locks)
+
+
+class _KeyedLock:
+    """One key's lock; a plain class rather than a generator context manager, as it is taken for every event."""
+
+    __slots__ = ("_key", "_lock", "_owner", "_users")
+
+    def __init__(self, owner: dict[str, _KeyedLock], key: str) -> None:
+        self._owner = owner
+        self._key = key
+        self._lock = asyncio.Lock()
+        self._users = 0
+
+    async def __aenter__(self) -> None:
+        self._users += 1
+        try:
+            await self._lock.acquire()
+        except BaseException:
+            self._release_user()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._lock.release()
+        self._release_user()
+
+    def _release_user(self) -> None:
+        self._users -= 1
+        if self._users == 0:
+            del self._owner[self._key]
 
 
 class Delivery:
@@ -109,6 +129,7 @@ class Delivery:
         self.on_webhook = on_webhook
         self.locks = KeyedLocks()
         self.tasks: set[asyncio.Task[None]] = set()
+        self._rooms: dict[str, set[str]] = {}  # sid -> rooms it entered here (skip re-entering on every event)
 
     async def run(self, conversation_id: str, sid: str | None,
                   op: Callable[[], Awaitable[Outcome]]) -> Outcome:
@@ -127,14 +148,24 @@ class Delivery:
         if outcome.subscribe is not None:
             conversation_id, role = outcome.subscribe
             if sid is not None and role in (ROLE_CUSTOMER, ROLE_AGENT):
-                await self.sio.enter_room(sid, conversation_room(conversation_id, role), namespace=NAMESPACE)
+                await self.subscribe(sid, conversation_room(conversation_id, role))
             if outcome.subscribe_agent is not None:
                 # A won claim subscribes every connected socket of the agent (its phone and its browser).
                 room = conversation_room(conversation_id, ROLE_AGENT)
                 for other, _ in list(self.sio.manager.get_participants(NAMESPACE, agent_room(outcome.subscribe_agent))):
-                    await self.sio.enter_room(other, room, namespace=NAMESPACE)
+                    await self.subscribe(other, room)
         for broadcast in outcome.broadcasts:
             await self.emit(broadcast, sid)
+
+    async def subscribe(self, sid: str, room: str) -> None:
+        rooms = self._rooms.setdefault(sid, set())
+        if room not in rooms:
+            await self.sio.enter_room(sid, room, namespace=NAMESPACE)
+            rooms.add(room)
+
+    def forget(self, sid: str) -> None:
+        """The socket disconnected (Socket.IO drops its rooms itself)."""
+        self._rooms.pop(sid, None)
 
     async def emit(self, broadcast: Broadcast, sid: str | None = None) -> None:
         rooms = rooms_for(broadcast.to)

@@ -81,6 +81,7 @@ class HandoffNamespace(socketio.AsyncNamespace):
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         self.principals.pop(sid, None)
         self.buckets.pop(sid, None)
+        self.delivery.forget(sid)
         for broadcast in self.service.disconnected(sid):
             await self.delivery.emit(broadcast)
 

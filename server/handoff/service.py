@@ -55,7 +55,7 @@ from handoff.errors import HandoffError
 from handoff.notify import EscalationNotice, Notifier
 from handoff.states import Action, InvalidTransition, Status, may_write, transition
 from handoff.store import ConversationRow, IntegrityError, Store, Tx, now_iso
-from handoff.suggestions import SuggestionProvider
+from handoff.suggestions import NoSuggestions, SuggestionProvider
 from handoff.typing import TypingTracker
 
 log = logging.getLogger(__name__)
@@ -180,6 +180,8 @@ class HandoffService:
         self.suggestion_timeout_s = suggestion_timeout_s
         self.typing_tracker = typing or TypingTracker(timeout_s=5.0, throttle_s=1.0)
         self.clock = clock
+        # Without a provider there is nothing to compute: skip the background work (and its database reads).
+        self.suggesting = not isinstance(provider, NoSuggestions)
 
     # -- plumbing ----------------------------------------------------------------------------------------
     async def _write(self, op: Callable[[Tx], Awaitable[T]]) -> T:
@@ -384,12 +386,13 @@ class HandoffService:
             raise HandoffError(ERR_INVALID_PAYLOAD, "message: a customer message carries no 'label'")
 
         async def op(tx: Tx) -> Outcome:
-            conv = await self._load(tx, data.conversation_id)
+            conv, resent_seq = await tx.conversation_for_message(data.conversation_id, who.role, who.id,
+                                                                 data.client_id)
+            if conv is None:
+                raise HandoffError(ERR_NOT_FOUND, f"no conversation {data.conversation_id!r}")
             self._check_party(who, conv)
-            first = await tx.message_by_client_id(conv.conversation_id, who.role, who.id, data.client_id)
-            if first is not None:  # a resend: same seq, nothing stored or sent again
-                return Outcome(ack={"seq": first["seq"], "duplicate": True},
-                               subscribe=(conv.conversation_id, who.role))
+            if resent_seq is not None:  # a resend: same seq, nothing stored or sent again
+                return Outcome(ack={"seq": resent_seq, "duplicate": True}, subscribe=(conv.conversation_id, who.role))
             status = Status(conv.status)
             if who.role == ROLE_AGENT:
                 await self._check_holder(tx, who, conv, "write to")
@@ -414,7 +417,7 @@ class HandoffService:
             await tx.insert_events(stored)
             out.ack = {"seq": seq}
             out.broadcasts.append(Broadcast(EV_MESSAGE, event, self._message_audience(conv, who, new_status)))
-            if new_status == Status.CLAIMED and conv.agent_id:
+            if self.suggesting and new_status == Status.CLAIMED and conv.agent_id:
                 out.suggest = SuggestionRequest(conv.conversation_id, conv.bot_id, conv.agent_id, seq)
             return out
 
@@ -507,7 +510,7 @@ class HandoffService:
                               (Subscribed(conv.conversation_id, frozenset({ROLE_CUSTOMER})), TheBot(conv.bot_id))),
                 ],
                 subscribe=(conv.conversation_id, ROLE_AGENT), subscribe_agent=who.id,
-                suggest=SuggestionRequest(conv.conversation_id, conv.bot_id, who.id, seq),
+                suggest=SuggestionRequest(conv.conversation_id, conv.bot_id, who.id, seq) if self.suggesting else None,
             )
 
         return await self._write(op)

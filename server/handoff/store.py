@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    bindparam,
     event,
     func,
     insert,
@@ -45,7 +47,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import create_engine as sa_create_engine
-from sqlalchemy.engine import Connection, Engine, Result, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.base import Executable
@@ -263,6 +265,85 @@ _CONVERSATION_COLUMNS = (
 )
 
 
+# Statements of the message path, built once: constructing SQLAlchemy expressions per call costs more than
+# SQLite takes to run them.
+_SELECT_CONVERSATION = select(*_CONVERSATION_COLUMNS).where(conversations.c.conversation_id == bindparam("cid"))
+_ADVANCE = (
+    update(conversations)
+    .where(and_(conversations.c.conversation_id == bindparam("cid"),
+                conversations.c.status == bindparam("seen_status"),
+                conversations.c.agent_id.is_not_distinct_from(bindparam("seen_agent", type_=ID))))
+    .values(last_seq=conversations.c.last_seq + bindparam("count", type_=Integer), updated_at=bindparam("now"))
+    .returning(conversations.c.last_seq)
+)
+_INSERT_EVENT = insert(events)
+_resent = events.alias("resent")
+# The conversation, and the seq of an earlier message with this client_id if there is one: one statement.
+_SELECT_FOR_MESSAGE = (
+    select(*_CONVERSATION_COLUMNS, _resent.c.seq.label("resent_seq"))
+    .select_from(conversations.outerjoin(_resent, and_(
+        _resent.c.conversation_id == conversations.c.conversation_id, _resent.c.role == bindparam("role"),
+        _resent.c.sender == bindparam("sender"), _resent.c.client_id == bindparam("client_id"))))
+    .where(conversations.c.conversation_id == bindparam("cid"))
+)
+
+
+def _hot_sql() -> dict[int, str]:
+    """The message path's statements as SQLite SQL with named parameters, for running on the driver directly."""
+    from sqlalchemy.dialects import sqlite
+
+    dialect = sqlite.dialect(paramstyle="named")
+    out = {id(stmt): str(stmt.compile(dialect=dialect))
+           for stmt in (_SELECT_CONVERSATION, _ADVANCE, _SELECT_FOR_MESSAGE)}
+    out[id(_INSERT_EVENT)] = str(_INSERT_EVENT.compile(dialect=dialect, column_keys=[c.name for c in events.c]))
+    return out
+
+
+class _Row:
+    """A result row read straight from the SQLite driver: by position or by column name, like SQLAlchemy's."""
+
+    __slots__ = ("_index", "_values")
+
+    def __init__(self, index: dict[str, int], values: tuple[Any, ...]) -> None:
+        self._index = index
+        self._values = values
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[self._index[name]]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __getitem__(self, position: int) -> Any:
+        return self._values[position]
+
+    @property
+    def _mapping(self) -> dict[str, Any]:
+        return {name: self._values[i] for name, i in self._index.items()}
+
+
+class _RawResult:
+    """The part of SQLAlchemy's Result the Tx methods use, over a sqlite3 cursor (read at once)."""
+
+    def __init__(self, cursor: Any) -> None:
+        if cursor is None or cursor.description is None:
+            self._rows: list[_Row] = []
+            return
+        index = {d[0]: i for i, d in enumerate(cursor.description)}
+        self._rows = [_Row(index, values) for values in cursor.fetchall()]
+
+    def first(self) -> _Row | None:
+        return self._rows[0] if self._rows else None
+
+    def scalar_one_or_none(self) -> Any:
+        if len(self._rows) > 1:
+            raise ValueError("more than one row")
+        return self._rows[0][0] if self._rows else None
+
+    def __iter__(self) -> Iterator[_Row]:
+        return iter(self._rows)
+
+
 class Tx:
     """Statements on one connection; inside :meth:`Store.write` they commit together or not at all.
 
@@ -270,13 +351,28 @@ class Tx:
     :class:`SqliteStore`), whose statements run at once on the event loop's thread.
     """
 
+    _hot: dict[int, str] | None = None
+
     def __init__(self, conn: AsyncConnection | Connection) -> None:
         self._conn = conn
+        self._driver: Any = None
+        if isinstance(conn, Connection):
+            # SQLite: the message path's statements go to the driver directly (microseconds instead of the
+            # tens of microseconds SQLAlchemy's execution machinery adds to each), inside the same transaction.
+            self._driver = conn.connection.driver_connection
+            if Tx._hot is None:
+                Tx._hot = _hot_sql()
 
-    async def _x(self, statement: Executable, params: Any = None) -> Result[Any]:
+    async def _x(self, statement: Executable, params: Any = None) -> Any:
         if isinstance(self._conn, AsyncConnection):
             return await self._conn.execute(statement, params)
-        return self._conn.execute(statement, params)
+        sql = self._hot.get(id(statement)) if self._hot is not None else None
+        if sql is None:
+            return self._conn.execute(statement, params)
+        if isinstance(params, list):
+            self._driver.executemany(sql, params)
+            return _RawResult(None)
+        return _RawResult(self._driver.execute(sql, params or {}))
 
     # -- bots, agents, credentials -------------------------------------------------------------------------
     async def credential(self, token_hash: str) -> CredentialRow | None:
@@ -342,10 +438,17 @@ class Tx:
 
     # -- conversations ------------------------------------------------------------------------------------
     async def conversation(self, conversation_id: str) -> ConversationRow | None:
-        row = (await self._x(
-            select(*_CONVERSATION_COLUMNS).where(conversations.c.conversation_id == conversation_id)
-        )).first()
+        row = (await self._x(_SELECT_CONVERSATION, {"cid": conversation_id})).first()
         return _conversation(row) if row else None
+
+    async def conversation_for_message(self, conversation_id: str, role: str, sender: str,
+                                       client_id: str) -> tuple[ConversationRow | None, int | None]:
+        """The conversation, and the seq of this sender's earlier message with ``client_id`` (a resend) if any."""
+        params = {"cid": conversation_id, "role": role, "sender": sender, "client_id": client_id}
+        row = (await self._x(_SELECT_FOR_MESSAGE, params)).first()
+        if row is None:
+            return None, None
+        return _conversation(row), row.resent_seq
 
     async def insert_conversation(self, conversation_id: str, bot_id: str, status: str, customer_id: str,
                                   customer: dict[str, Any] | None) -> None:
@@ -373,17 +476,11 @@ class Tx:
         A compare-and-set on (status, agent_id): when another writer changed either since ``seen`` was read, no
         row matches and the caller re-reads and decides again. Returns the first reserved seq, or None.
         """
-        stmt = (
-            update(conversations)
-            .where(and_(
-                conversations.c.conversation_id == seen.conversation_id,
-                conversations.c.status == seen.status,
-                conversations.c.agent_id.is_not_distinct_from(seen.agent_id),
-            ))
-            .values(last_seq=conversations.c.last_seq + count, updated_at=now_iso(), **changes)
-            .returning(conversations.c.last_seq)
-        )
-        last = (await self._x(stmt)).scalar_one_or_none()
+        params = {"cid": seen.conversation_id, "seen_status": seen.status, "seen_agent": seen.agent_id,
+                  "count": count, "now": now_iso()}
+        # Every message takes the plain form, compiled once; state changes add their columns.
+        stmt = _ADVANCE.values(**changes) if changes else _ADVANCE
+        last = (await self._x(stmt, params)).scalar_one_or_none()
         return None if last is None else int(last) - count + 1
 
     async def claim(self, conversation_id: str, agent_id: str) -> int | None:
@@ -407,14 +504,7 @@ class Tx:
     async def insert_events(self, rows: Sequence[dict[str, Any]]) -> None:
         full = [{"conversation_id": r["conversation_id"], "seq": r["seq"], "kind": r["kind"], "at": r["at"],
                  **{name: r.get(name) for name in _EVENT_FIELDS}} for r in rows]
-        await self._x(insert(events), full)
-
-    async def message_by_client_id(self, conversation_id: str, role: str, sender: str,
-                                   client_id: str) -> dict[str, Any] | None:
-        row = (await self._x(select(events).where(and_(
-            events.c.conversation_id == conversation_id, events.c.role == role, events.c.sender == sender,
-            events.c.client_id == client_id)))).first()
-        return event_wire(row) if row else None
+        await self._x(_INSERT_EVENT, full)
 
     async def events_after(self, conversation_id: str, after_seq: int,
                            upto_seq: int | None = None) -> list[dict[str, Any]]:
@@ -600,8 +690,10 @@ class SqliteStore(Store):
     dialect = "sqlite"
     max_batch = 256
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, synchronous: str = "FULL") -> None:
         self.engine = engine
+        # FULL and EXTRA sync the log at every commit (milliseconds): that waits in the writer thread.
+        self._sync_commit = synchronous.upper() in ("FULL", "EXTRA")
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()  # None: stop after what came before
         self._writer: asyncio.Task[None] | None = None
         self._writer_conn: Connection | None = None
@@ -619,6 +711,9 @@ class SqliteStore(Store):
     async def _write_loop(self) -> None:
         conn = self._writer_conn = self.engine.connect()
         conn.info["writer"] = True
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        driver.execute("PRAGMA busy_timeout=0")  # see _begin
         try:
             stopping = False
             while not stopping:
@@ -639,38 +734,72 @@ class SqliteStore(Store):
                 if item is not None:
                     item.done.cancel()
             conn.info.pop("writer", None)
+            driver.execute("PRAGMA busy_timeout=30000")
             conn.close()
             self._writer_conn = None
 
     async def _run_batch(self, conn: Connection, batch: list[_Pending]) -> None:
+        driver = conn.connection.driver_connection
+        assert driver is not None
         try:
-            trans = await self._in_thread(conn.begin)  # BEGIN IMMEDIATE: may wait for another process
+            await self._begin(driver)
         except Exception as exc:
             for pending in batch:
                 _settle(pending.done, error=exc)
             return
         try:
             for pending in batch:
-                savepoint = conn.begin_nested()
+                # A savepoint per operation, on the driver (SQLAlchemy's own costs ten times more per message).
+                driver.execute("SAVEPOINT handoff_op")
                 try:
                     pending.result = await pending.op(Tx(conn))
-                    savepoint.commit()
+                    driver.execute("RELEASE handoff_op")
                 except BaseException as exc:  # the operation's own changes go, the batch goes on
-                    savepoint.rollback()
+                    driver.execute("ROLLBACK TO handoff_op")
+                    driver.execute("RELEASE handoff_op")
                     pending.error = exc
                     if isinstance(exc, asyncio.CancelledError):
                         raise
-            await self._in_thread(trans.commit)  # the fsync happens here, off the event loop
+            if self._sync_commit:
+                await self._in_thread(lambda: driver.execute("COMMIT"))  # the fsync, off the event loop
+            else:
+                driver.execute("COMMIT")  # WAL without fsync: appending to the log takes microseconds
         except BaseException as exc:
-            if trans.is_active:
-                trans.rollback()
+            if driver.in_transaction:
+                driver.execute("ROLLBACK")
             for pending in batch:
                 _settle(pending.done, error=pending.error or exc)
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
+        finally:
+            if conn.in_transaction():
+                conn.commit()  # only SQLAlchemy's bookkeeping: the driver's transaction is over
         for pending in batch:
             _settle(pending.done, result=pending.result, error=pending.error)
+
+    async def _begin(self, driver: Any) -> None:
+        """BEGIN IMMEDIATE: at once when the database is free (always, with one server process), else wait for
+        the other process in the writer thread, never on the event loop."""
+        try:
+            driver.execute("BEGIN IMMEDIATE")  # the writer connection has busy_timeout=0: fails fast if busy
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+
+        def wait_and_begin() -> None:
+            deadline = time.monotonic() + 30.0
+            while True:
+                try:
+                    driver.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.005)
+
+        await self._in_thread(wait_and_begin)
 
     async def _in_thread(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
@@ -720,8 +849,10 @@ def _sqlite_engine(url: str, synchronous: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def on_begin(conn: Connection) -> None:
-        # The writer takes the write lock up front; readers get a consistent snapshot and never take it.
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("writer") else "BEGIN")
+        # The writer's transactions are begun and ended by SqliteStore on the driver (BEGIN IMMEDIATE);
+        # everyone else gets a consistent snapshot for the length of the block.
+        if not conn.info.get("writer"):
+            conn.exec_driver_sql("BEGIN")
 
     return engine
 
@@ -762,7 +893,7 @@ async def open_store(url: str, *, sqlite_synchronous: str = "FULL") -> Store:
         except BaseException:
             engine.dispose()
             raise
-        return SqliteStore(engine)
+        return SqliteStore(engine, sqlite_synchronous)
     if backend != "postgresql":
         raise ValueError(f"unsupported database {backend!r}: use sqlite+aiosqlite:///FILE or postgresql+asyncpg://")
     async_engine = create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
