@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -55,6 +56,10 @@ async def _serve(settings: Settings, host: str, port: int) -> None:
         site = web.TCPSite(runner, host, port)
         await site.start()
         actual = runner.addresses[0][1] if runner.addresses else port
+        # Everything allocated at start-up (SQLAlchemy metadata, compiled statements, modules) lives as long as
+        # the process: keep it out of the garbage collector's full passes, which would otherwise pause chat.
+        gc.collect()
+        gc.freeze()
         # One line on stdout that tools (tests, replay) read to learn the port when --port 0.
         print(f"handoff: serving on http://{host}:{actual} (database {_safe_url(settings.database_url)})",
               flush=True)

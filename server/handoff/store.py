@@ -288,14 +288,28 @@ _SELECT_FOR_MESSAGE = (
 )
 
 
-def _hot_sql() -> dict[int, str]:
+_HOT = (_SELECT_CONVERSATION, _ADVANCE, _SELECT_FOR_MESSAGE, _INSERT_EVENT)
+
+
+def _hot_sqlite() -> dict[int, str]:
     """The message path's statements as SQLite SQL with named parameters, for running on the driver directly."""
     from sqlalchemy.dialects import sqlite
 
     dialect = sqlite.dialect(paramstyle="named")
-    out = {id(stmt): str(stmt.compile(dialect=dialect))
-           for stmt in (_SELECT_CONVERSATION, _ADVANCE, _SELECT_FOR_MESSAGE)}
-    out[id(_INSERT_EVENT)] = str(_INSERT_EVENT.compile(dialect=dialect, column_keys=[c.name for c in events.c]))
+    return {id(stmt): str(stmt.compile(dialect=dialect, column_keys=[c.name for c in events.c]
+                                       if stmt is _INSERT_EVENT else None)) for stmt in _HOT}
+
+
+def _hot_postgres() -> dict[int, tuple[str, tuple[str, ...]]]:
+    """The same for asyncpg: SQL with $n parameters and the parameter names in their order."""
+    from sqlalchemy.dialects.postgresql import asyncpg
+
+    dialect = asyncpg.dialect()
+    out = {}
+    for stmt in _HOT:
+        compiled = stmt.compile(dialect=dialect, column_keys=[c.name for c in events.c]
+                                if stmt is _INSERT_EVENT else None)
+        out[id(stmt)] = (str(compiled), tuple(compiled.positiontup or ()))
     return out
 
 
@@ -323,14 +337,16 @@ class _Row:
 
 
 class _RawResult:
-    """The part of SQLAlchemy's Result the Tx methods use, over a sqlite3 cursor (read at once)."""
+    """The part of SQLAlchemy's Result the Tx methods use, over rows read from the driver at once."""
 
-    def __init__(self, cursor: Any) -> None:
-        if cursor is None or cursor.description is None:
-            self._rows: list[_Row] = []
-            return
-        index = {d[0]: i for i, d in enumerate(cursor.description)}
-        self._rows = [_Row(index, values) for values in cursor.fetchall()]
+    def __init__(self, cursor: Any = None, records: list[Any] | None = None) -> None:
+        self._rows: list[_Row] = []
+        if records:  # asyncpg Records
+            index = {name: i for i, name in enumerate(records[0].keys())}
+            self._rows = [_Row(index, tuple(r)) for r in records]
+        elif cursor is not None and cursor.description is not None:  # a sqlite3 cursor
+            index = {d[0]: i for i, d in enumerate(cursor.description)}
+            self._rows = [_Row(index, values) for values in cursor.fetchall()]
 
     def first(self) -> _Row | None:
         return self._rows[0] if self._rows else None
@@ -351,28 +367,50 @@ class Tx:
     :class:`SqliteStore`), whose statements run at once on the event loop's thread.
     """
 
-    _hot: dict[int, str] | None = None
+    _hot_sqlite: dict[int, str] | None = None
+    _hot_postgres: dict[int, tuple[str, tuple[str, ...]]] | None = None
 
-    def __init__(self, conn: AsyncConnection | Connection) -> None:
+    def __init__(self, conn: AsyncConnection | Connection, driver: Any = None) -> None:
+        """``driver``: the asyncpg connection under ``conn`` (PostgreSQL writes, see PostgresStore.write)."""
         self._conn = conn
-        self._driver: Any = None
+        self._driver: Any = driver
         if isinstance(conn, Connection):
             # SQLite: the message path's statements go to the driver directly (microseconds instead of the
             # tens of microseconds SQLAlchemy's execution machinery adds to each), inside the same transaction.
             self._driver = conn.connection.driver_connection
-            if Tx._hot is None:
-                Tx._hot = _hot_sql()
+            if Tx._hot_sqlite is None:
+                Tx._hot_sqlite = _hot_sqlite()
+        elif driver is not None and Tx._hot_postgres is None:
+            Tx._hot_postgres = _hot_postgres()
 
     async def _x(self, statement: Executable, params: Any = None) -> Any:
-        if isinstance(self._conn, AsyncConnection):
+        if self._driver is None:
+            assert isinstance(self._conn, AsyncConnection)
             return await self._conn.execute(statement, params)
-        sql = self._hot.get(id(statement)) if self._hot is not None else None
-        if sql is None:
-            return self._conn.execute(statement, params)
-        if isinstance(params, list):
-            self._driver.executemany(sql, params)
-            return _RawResult(None)
-        return _RawResult(self._driver.execute(sql, params or {}))
+        if isinstance(self._conn, Connection):
+            sql = Tx._hot_sqlite.get(id(statement)) if Tx._hot_sqlite is not None else None
+            if sql is None:
+                return self._conn.execute(statement, params)
+            try:
+                if isinstance(params, list):
+                    self._driver.executemany(sql, params)
+                    return _RawResult()
+                return _RawResult(cursor=self._driver.execute(sql, params or {}))
+            except sqlite3.IntegrityError as exc:
+                raise IntegrityError(sql, params, exc) from exc
+        hot = Tx._hot_postgres.get(id(statement)) if Tx._hot_postgres is not None else None
+        if hot is None:
+            return await self._conn.execute(statement, params)
+        from asyncpg.exceptions import IntegrityConstraintViolationError
+
+        sql, order = hot
+        try:
+            if isinstance(params, list):
+                await self._driver.executemany(sql, [tuple(p[k] for k in order) for p in params])
+                return _RawResult()
+            return _RawResult(records=await self._driver.fetch(sql, *(params[k] for k in order)))
+        except IntegrityConstraintViolationError as exc:
+            raise IntegrityError(sql, params, exc) from exc
 
     # -- bots, agents, credentials -------------------------------------------------------------------------
     async def credential(self, token_hash: str) -> CredentialRow | None:
@@ -655,8 +693,14 @@ class PostgresStore(Store):
         self.engine = engine
 
     async def write(self, op: WriteOp[T]) -> T:
-        async with self.engine.begin() as conn:
-            return await op(Tx(conn))
+        # The transaction is asyncpg's own, so the message path's statements can go to asyncpg directly; the
+        # other statements go through SQLAlchemy on the same connection, told not to open a second transaction.
+        async with self.engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None
+            async with driver.transaction():
+                return await op(Tx(conn, driver))
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Tx]:
