@@ -877,7 +877,9 @@ def _sqlite_engine(url: str, synchronous: str) -> Engine:
     if not database or database == ":memory:":
         raise ValueError("the server needs a SQLite file (several connections share it), not an in-memory database")
     Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
-    engine = sa_create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
+    # Reads run on the loop's thread and never wait for a pooled connection (max_overflow=-1): a pool that blocked
+    # would block the event loop. They never hold one across an await of anything but the Tx itself.
+    engine = sa_create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False}, max_overflow=-1)
 
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
