@@ -19,7 +19,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -184,7 +184,7 @@ class HandoffService:
         self.suggesting = not isinstance(provider, NoSuggestions)
 
     # -- plumbing ----------------------------------------------------------------------------------------
-    async def _write(self, op: Callable[[Tx], Awaitable[T]]) -> T:
+    async def _write(self, op: Callable[[Tx], Coroutine[Any, Any, T]]) -> T:
         """Run ``op`` in a transaction, again from the start when a compare-and-set lost to a concurrent writer."""
         for attempt in range(_MAX_ATTEMPTS):
             try:
@@ -272,7 +272,7 @@ class HandoffService:
         await self._create(op, f"agent {data.agent_id!r} exists already")
         return {"agent_id": data.agent_id, "token": token}
 
-    async def _create(self, op: Callable[[Tx], Awaitable[None]], conflict: str) -> None:
+    async def _create(self, op: Callable[[Tx], Coroutine[Any, Any, None]], conflict: str) -> None:
         try:
             await self.store.write(op)
         except IntegrityError:

@@ -17,7 +17,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -364,7 +364,8 @@ class Tx:
     """Statements on one connection; inside :meth:`Store.write` they commit together or not at all.
 
     The connection is an ``AsyncConnection`` (PostgreSQL, asyncpg) or a plain ``Connection`` (SQLite, see
-    :class:`SqliteStore`), whose statements run at once on the event loop's thread.
+    :class:`SqliteStore`), whose statements complete without suspending: reads on the event loop's thread, writes
+    in the store's writer thread.
     """
 
     _hot_sqlite: dict[int, str] | None = None
@@ -660,7 +661,7 @@ class Tx:
 
 
 T = TypeVar("T")
-WriteOp = Callable[[Tx], Awaitable[T]]
+WriteOp = Callable[[Tx], Coroutine[Any, Any, T]]
 
 
 class Store:
@@ -722,27 +723,26 @@ class _Pending:
 class SqliteStore(Store):
     """SQLite with one writer per process and group commit.
 
-    Why not aiosqlite for everything: every statement through it is a hop to a thread and back (about 0.2 ms
-    measured here with SQLAlchemy), while the statement itself takes microseconds; a message costs half a dozen
-    statements. So statements run directly on the event loop's thread (pysqlite), and only what can wait (taking
-    the database's write lock, ``BEGIN IMMEDIATE``, and the ``COMMIT`` that syncs the file) goes to a worker
-    thread. Writes queue up while a commit is in flight and the next transaction carries them all, each inside its
-    own SAVEPOINT, so one failing operation rolls back alone; every caller is answered only after the commit that
-    holds its changes. SQLite allows one writer at a time anyway: this is the same order, without the waiting.
+    Why not aiosqlite: every statement through it is a hop to a thread and back (about 0.2 ms measured here with
+    SQLAlchemy), while the statement itself takes microseconds, and a message costs half a dozen statements. Here,
+    writes queue up and the writer thread runs each batch as one transaction, each operation inside its own
+    SAVEPOINT (so one failing operation rolls back alone), then commits once: one hop and one fsync per batch, and
+    SQLite's own work (which releases the GIL) runs beside the event loop. Every caller is answered only after the
+    commit that holds its changes. Reads run on the loop's thread: a read statement takes microseconds, and WAL
+    lets it go on while the writer writes. SQLite allows one writer at a time anyway: this is the same order,
+    without the waiting.
     """
 
     dialect = "sqlite"
     max_batch = 256
 
-    def __init__(self, engine: Engine, synchronous: str = "FULL") -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        # FULL and EXTRA sync the log at every commit (milliseconds): that waits in the writer thread.
-        self._sync_commit = synchronous.upper() in ("FULL", "EXTRA")
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()  # None: stop after what came before
         self._writer: asyncio.Task[None] | None = None
         self._writer_conn: Connection | None = None
-        # Its own thread: BEGIN IMMEDIATE may wait for another process's lock, and must never wait behind other
-        # blocking work in the loop's shared executor (nor make it wait).
+        # Its own thread: BEGIN IMMEDIATE may wait for another process's lock (busy_timeout), and must never wait
+        # behind other blocking work in the loop's shared executor (nor make it wait).
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
 
     async def write(self, op: WriteOp[T]) -> T:
@@ -755,9 +755,6 @@ class SqliteStore(Store):
     async def _write_loop(self) -> None:
         conn = self._writer_conn = self.engine.connect()
         conn.info["writer"] = True
-        driver = conn.connection.driver_connection
-        assert driver is not None
-        driver.execute("PRAGMA busy_timeout=0")  # see _begin
         try:
             stopping = False
             while not stopping:
@@ -778,72 +775,47 @@ class SqliteStore(Store):
                 if item is not None:
                     item.done.cancel()
             conn.info.pop("writer", None)
-            driver.execute("PRAGMA busy_timeout=30000")
             conn.close()
             self._writer_conn = None
 
     async def _run_batch(self, conn: Connection, batch: list[_Pending]) -> None:
-        driver = conn.connection.driver_connection
-        assert driver is not None
         try:
-            await self._begin(driver)
-        except Exception as exc:
+            outcomes = await self._in_thread(lambda: self._batch(conn, [p.op for p in batch]))
+        except BaseException as exc:
             for pending in batch:
                 _settle(pending.done, error=exc)
-            return
+            raise
+        for pending, (result, error) in zip(batch, outcomes, strict=True):
+            _settle(pending.done, result=result, error=error)
+
+    @staticmethod
+    def _batch(conn: Connection, ops: list[WriteOp[Any]]) -> list[tuple[Any, BaseException | None]]:
+        """One transaction for a batch of operations, in the writer thread: SQLite's own work (which releases
+        the GIL) runs beside the event loop instead of on it, and the commit's fsync waits here."""
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        outcomes: list[tuple[Any, BaseException | None]] = []
         try:
-            for pending in batch:
-                # A savepoint per operation, on the driver (SQLAlchemy's own costs ten times more per message).
-                driver.execute("SAVEPOINT handoff_op")
+            driver.execute("BEGIN IMMEDIATE")  # waits (busy_timeout) if another process writes
+            for op in ops:
+                driver.execute("SAVEPOINT handoff_op")  # so a failing operation rolls back alone
                 try:
-                    pending.result = await pending.op(Tx(conn))
+                    outcomes.append((_run_to_end(op(Tx(conn))), None))
                     driver.execute("RELEASE handoff_op")
-                except BaseException as exc:  # the operation's own changes go, the batch goes on
+                except Exception as exc:
                     driver.execute("ROLLBACK TO handoff_op")
                     driver.execute("RELEASE handoff_op")
-                    pending.error = exc
-                    if isinstance(exc, asyncio.CancelledError):
-                        raise
-            if self._sync_commit:
-                await self._in_thread(lambda: driver.execute("COMMIT"))  # the fsync, off the event loop
-            else:
-                driver.execute("COMMIT")  # WAL without fsync: appending to the log takes microseconds
-        except BaseException as exc:
+                    outcomes.append((None, exc))
+            driver.execute("COMMIT")
+        except Exception as exc:  # BEGIN or COMMIT failed (disk full, I/O error): nothing of the batch is stored
             if driver.in_transaction:
                 driver.execute("ROLLBACK")
-            for pending in batch:
-                _settle(pending.done, error=pending.error or exc)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            return
+            failed: list[tuple[Any, BaseException | None]] = [(None, error or exc) for _, error in outcomes]
+            return failed + [(None, exc)] * (len(ops) - len(outcomes))
         finally:
             if conn.in_transaction():
                 conn.commit()  # only SQLAlchemy's bookkeeping: the driver's transaction is over
-        for pending in batch:
-            _settle(pending.done, result=pending.result, error=pending.error)
-
-    async def _begin(self, driver: Any) -> None:
-        """BEGIN IMMEDIATE: at once when the database is free (always, with one server process), else wait for
-        the other process in the writer thread, never on the event loop."""
-        try:
-            driver.execute("BEGIN IMMEDIATE")  # the writer connection has busy_timeout=0: fails fast if busy
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
-                raise
-
-        def wait_and_begin() -> None:
-            deadline = time.monotonic() + 30.0
-            while True:
-                try:
-                    driver.execute("BEGIN IMMEDIATE")
-                    return
-                except sqlite3.OperationalError as exc:
-                    if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.005)
-
-        await self._in_thread(wait_and_begin)
+        return outcomes
 
     async def _in_thread(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
@@ -859,6 +831,20 @@ class SqliteStore(Store):
             await asyncio.gather(self._writer, return_exceptions=True)
         self._thread.shutdown(wait=True)
         self.engine.dispose()
+
+
+def _run_to_end(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a write operation's coroutine to its end, here and now.
+
+    On SQLite every Tx statement completes without suspending, so an operation that only awaits its Tx finishes
+    in one step; one that awaited anything else could not run in the writer thread and is refused loudly.
+    """
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return cast(T, done.value)
+    coro.close()
+    raise RuntimeError("a write operation awaited something other than its Tx (see Store.write)")
 
 
 def _settle(future: asyncio.Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:
@@ -895,7 +881,7 @@ def _sqlite_engine(url: str, synchronous: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def on_begin(conn: Connection) -> None:
-        # The writer's transactions are begun and ended by SqliteStore on the driver (BEGIN IMMEDIATE);
+        # The writer's transactions are begun and ended by SqliteStore._batch on the driver (BEGIN IMMEDIATE);
         # everyone else gets a consistent snapshot for the length of the block.
         if not conn.info.get("writer"):
             conn.exec_driver_sql("BEGIN")
@@ -939,7 +925,7 @@ async def open_store(url: str, *, sqlite_synchronous: str = "FULL") -> Store:
         except BaseException:
             engine.dispose()
             raise
-        return SqliteStore(engine, sqlite_synchronous)
+        return SqliteStore(engine)
     if backend != "postgresql":
         raise ValueError(f"unsupported database {backend!r}: use sqlite+aiosqlite:///FILE or postgresql+asyncpg://")
     async_engine = create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
