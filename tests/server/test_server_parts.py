@@ -3,7 +3,9 @@ file, the migrations against the schema, the command line, and docs/protocol.md 
 
 from __future__ import annotations
 
+import asyncio
 import re
+import uuid
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from handoff.pilot import PilotFileError, load_pilot
 from handoff.ratelimit import KeyedBuckets, TokenBucket
 from handoff.settings import Settings, SettingsError
 from handoff.states import TRANSITIONS, Action, InvalidTransition, Status, may_write, transition
-from handoff.store import PostgresStore, SqliteStore, metadata, open_store
+from handoff.store import PostgresStore, SqliteStore, Tx, metadata, open_store
 from handoff.typing import TypingTracker
 from handoff_testing import ADMIN_KEY, Server, serve_process
 from sqlalchemy.engine import Connection
@@ -155,3 +157,38 @@ def test_serve_refuses_bad_settings_with_exit_code_2(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "handoff", "serve", "--port", "0"], env=env, capture_output=True,
                           text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 2 and "HANDOFF_TYPING_TIMEOUT_S" in done.stderr
+
+
+async def test_a_failing_write_rolls_back_alone_in_its_batch(database_url: str) -> None:
+    """Writes that share a transaction (SQLite's group commit): one that fails after writing keeps nothing, the
+    others commit; and on SQLite an operation that awaits anything but its Tx is refused, storing nothing."""
+    store = await open_store(database_url, sqlite_synchronous="NORMAL")
+    try:
+        bots = [f"batch-{uuid.uuid4().hex[:8]}" for _ in range(6)]
+
+        async def good(tx: Tx, bot_id: str) -> str:
+            await tx.insert_bot(bot_id, "ok", None)
+            return bot_id
+
+        async def bad(tx: Tx, bot_id: str) -> str:
+            await tx.insert_bot(bot_id, "written, then refused", None)
+            raise HandoffError("invalid_payload", "refused after writing")
+
+        results = await asyncio.gather(*(store.write(lambda tx, b=b, i=i: (bad if i == 2 else good)(tx, b))
+                                         for i, b in enumerate(bots)), return_exceptions=True)
+        assert isinstance(results[2], HandoffError)
+        assert [r for i, r in enumerate(results) if i != 2] == [b for i, b in enumerate(bots) if i != 2]
+        async with store.read() as tx:
+            assert await tx.existing_bots(bots) == {b for i, b in enumerate(bots) if i != 2}
+
+        if isinstance(store, SqliteStore):
+            async def wanders_off(tx: Tx) -> None:
+                await tx.insert_bot("wanderer-" + bots[0], "x", None)
+                await asyncio.sleep(0)
+
+            with pytest.raises(RuntimeError, match="awaited something other than its Tx"):
+                await store.write(wanders_off)
+            async with store.read() as tx:
+                assert await tx.bot("wanderer-" + bots[0]) is None
+    finally:
+        await store.close()
