@@ -17,6 +17,17 @@ MAX_TEXT_CHARS: Final = 10_000  # a longer message text is refused with too_larg
 MAX_NOTE_CHARS: Final = 10_000
 MAX_FRAME_BYTES: Final = 2_000_000  # the transport accepts frames of at least 1 MB
 PREVIEW_CHARS: Final = 200
+MAX_CLIENT_ID_CHARS: Final = 200
+MAX_REASON_CHARS: Final = 1_000
+MAX_LABEL_CHARS: Final = 200  # a response-template label: 1-200 characters, no whitespace
+MIN_EVENTS_PER_SECOND: Final = 20  # every connection may send at least this many events per second
+
+# Identifiers. Bot ids are chatbot ids of the recorded-conversation format (e.g. bank_balance+weather): they
+# appear in URLs, MLflow model names and room names, so they keep to a safe alphabet. Agent and conversation ids
+# follow the same rule (conversation ids may also hold ':', as in imported "source:id" ids).
+ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,199}$"
+CONVERSATION_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,199}$"
+LABEL_PATTERN: Final = r"^\S{1,200}$"
 
 # Roles.
 ROLE_CUSTOMER: Final = "customer"
@@ -29,6 +40,7 @@ STATUS_BOT: Final = "bot"
 STATUS_WAITING: Final = "waiting"
 STATUS_CLAIMED: Final = "claimed"
 STATUS_RESOLVED: Final = "resolved"
+STATUSES: Final = (STATUS_BOT, STATUS_WAITING, STATUS_CLAIMED, STATUS_RESOLVED)
 
 # Stored event kinds.
 KIND_MESSAGE: Final = "message"
@@ -37,6 +49,7 @@ KIND_CLAIMED: Final = "claimed"
 KIND_HANDED_BACK: Final = "handed_back"
 KIND_RESOLVED: Final = "resolved"
 KIND_REOPENED: Final = "reopened"
+EVENT_KINDS: Final = (KIND_MESSAGE, KIND_ESCALATED, KIND_CLAIMED, KIND_HANDED_BACK, KIND_RESOLVED, KIND_REOPENED)
 
 # Client -> server events.
 EV_JOIN: Final = "join"
@@ -71,7 +84,16 @@ EV_HANDED_BACK: Final = "handed_back"
 # Typing states and suggestion feedback actions.
 TYPING_START: Final = "start"
 TYPING_STOP: Final = "stop"
-FEEDBACK_ACTIONS: Final = ("sent", "edited", "ignored")
+FEEDBACK_SENT: Final = "sent"
+FEEDBACK_EDITED: Final = "edited"
+FEEDBACK_IGNORED: Final = "ignored"
+FEEDBACK_ACTIONS: Final = (FEEDBACK_SENT, FEEDBACK_EDITED, FEEDBACK_IGNORED)
+
+# Device kinds for push notifications (POST /agents/me/devices).
+DEVICE_WEBPUSH: Final = "webpush"
+DEVICE_FCM: Final = "fcm"
+DEVICE_APNS: Final = "apns"
+DEVICE_KINDS: Final = (DEVICE_WEBPUSH, DEVICE_FCM, DEVICE_APNS)
 
 # Error codes (acks and HTTP bodies).
 ERR_INVALID_PAYLOAD: Final = "invalid_payload"
@@ -83,6 +105,7 @@ ERR_ALREADY_CLAIMED: Final = "already_claimed"
 ERR_TOO_LARGE: Final = "too_large"
 ERR_RATE_LIMITED: Final = "rate_limited"
 ERR_CONFLICT: Final = "conflict"  # HTTP 409: an id that exists already
+ERR_INTERNAL: Final = "internal_error"  # addition: the server failed; the event may be retried (HTTP 500)
 ERROR_CODES: Final = (
     ERR_INVALID_PAYLOAD,
     ERR_UNAUTHORIZED,
@@ -93,6 +116,7 @@ ERROR_CODES: Final = (
     ERR_TOO_LARGE,
     ERR_RATE_LIMITED,
     ERR_CONFLICT,
+    ERR_INTERNAL,
 )
 HTTP_STATUS: Final = {
     ERR_INVALID_PAYLOAD: 400,
@@ -104,4 +128,5 @@ HTTP_STATUS: Final = {
     ERR_CONFLICT: 409,
     ERR_TOO_LARGE: 413,
     ERR_RATE_LIMITED: 429,
+    ERR_INTERNAL: 500,
 }

@@ -1,0 +1,182 @@
+"""The application factory: ``create_app(settings) -> web.Application``. No module-level app or socket server.
+
+Start-up (an ``app.cleanup_ctx`` generator) opens and migrates the database, applies the pilot file, builds the
+service, registers the Socket.IO namespace and the HTTP routes' backing objects, and starts the background loops
+(webhook delivery, typing expiry). Shut-down runs the same generator backwards. State lives under typed
+``web.AppKey``s so tests and tools can reach the running parts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import socketio
+from aiohttp import web
+from engineio.async_drivers import aiohttp as aiohttp_driver
+
+from copilot.protocol import MAX_FRAME_BYTES
+from handoff.delivery import Delivery
+from handoff.http import HttpApi, json_errors
+from handoff.namespace import HandoffNamespace
+from handoff.notify import InAppNotifier, Notifier
+from handoff.pilot import load_pilot
+from handoff.service import HandoffService
+from handoff.settings import Settings
+from handoff.store import Store, open_store
+from handoff.suggestions import SuggestionProvider, load_provider
+from handoff.typing import TypingTracker
+from handoff.webhooks import WebhookDeliverer, running
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Parts:
+    """The running server's parts, available once the app has started."""
+
+    store: Store
+    service: HandoffService
+    delivery: Delivery
+    namespace: HandoffNamespace
+    webhooks: WebhookDeliverer
+    http: HttpApi
+
+
+SETTINGS = web.AppKey("settings", Settings)
+SIO = web.AppKey("sio", socketio.AsyncServer)
+PARTS = web.AppKey("parts", Parts)
+
+
+class _ExactBody:
+    """The body of a long-polling POST, read in full.
+
+    engine.io reads the body with one ``read(content_length)``; aiohttp's ``StreamReader.read(n)`` returns *up to*
+    n bytes (aiohttp issue #3926), so frames over about 64 KB arrived cut and the client was dropped.
+    ``readexactly`` waits for all of them, which the protocol's 1 MB frames need.
+    """
+
+    def __init__(self, request: web.Request) -> None:
+        self._stream = request.content
+
+    async def read(self, n: int = -1) -> bytes:
+        if n < 0:
+            return await self._stream.read()
+        return await self._stream.readexactly(n)
+
+
+def _translate_request(request: web.Request) -> dict[str, Any]:
+    environ: dict[str, Any] = aiohttp_driver.translate_request(request)
+    environ["wsgi.input"] = _ExactBody(request)
+    return environ
+
+
+def _client_manager(settings: Settings) -> socketio.AsyncManager | None:
+    if settings.redis_url is None:
+        return None
+    # Several processes: every emit goes through Redis to the process holding the socket.
+    return socketio.AsyncRedisManager(settings.redis_url, channel=settings.redis_channel)
+
+
+def create_app(settings: Settings, *, suggestion_provider: SuggestionProvider | None = None,
+               notifier: Notifier | None = None) -> web.Application:
+    """The handoff server as an aiohttp application (HTTP API under /api/v1, Socket.IO at /socket.io/).
+
+    Args:
+        settings: everything configurable (handoff.settings).
+        suggestion_provider: the copilot's provider; default: the one named by settings.suggestion_provider,
+            else none (no suggestions are ever sent).
+        notifier: how agents hear of escalations; default: the in-app ``escalation`` event.
+    """
+    sio = socketio.AsyncServer(
+        async_mode="aiohttp",
+        client_manager=_client_manager(settings),
+        # At least 1 MB frames, so an oversized message gets a too_large ack instead of a dropped connection.
+        max_http_buffer_size=MAX_FRAME_BYTES,
+        # One event at a time per connection: a client's messages are stored in the order it sent them.
+        async_handlers=False,
+        cors_allowed_origins=list(settings.cors_origins) or None,
+        logger=False,
+        engineio_logger=False,
+    )
+    sio.eio._async = {**sio.eio._async, "translate_request": _translate_request}
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[json_errors(settings.max_body_bytes)])
+    app[SETTINGS] = settings
+    app[SIO] = sio
+    sio.attach(app)
+    http = HttpApi(settings)
+    app.add_routes(http.routes())
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        store = await open_store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+        try:
+            webhooks = WebhookDeliverer(store, settings)
+            provider = suggestion_provider or load_provider(settings.suggestion_provider, settings)
+            service = HandoffService(
+                store,
+                notifier=InAppNotifier(lambda event, payload, bot_id: delivery.emit_to_bot_agents(
+                    event, payload, bot_id)) if notifier is None else notifier,
+                provider=provider,
+                suggestions_k=settings.suggestions_k,
+                suggestion_timeout_s=settings.suggestion_timeout_s,
+                typing=TypingTracker(settings.typing_timeout_s, settings.typing_throttle_s),
+            )
+            delivery = Delivery(sio, service, on_webhook=webhooks.wake)
+            if settings.pilot_file is not None:
+                await _apply_pilot(service, settings)
+            namespace = HandoffNamespace(store=store, service=service, delivery=delivery, settings=settings)
+            sio.register_namespace(namespace)
+            http.bind(store, service, delivery)
+            app[PARTS] = Parts(store, service, delivery, namespace, webhooks, http)
+            typing_task = asyncio.ensure_future(_expire_typing(service, delivery, settings))
+            async for _ in running(webhooks):
+                yield
+            log.debug("stopping: background loops")
+            typing_task.cancel()
+            await asyncio.gather(typing_task, return_exceptions=True)
+            await sio.shutdown()
+            await delivery.close()
+        finally:
+            log.debug("stopping: database")
+            await store.close()
+            log.debug("stopped")
+
+    async def close_connections(app: web.Application) -> None:
+        # Before aiohttp waits for in-flight requests: close every Engine.IO socket, which also answers pending
+        # long-polling GETs (they would otherwise hold the shutdown for ping_interval + ping_timeout).
+        sockets = list(sio.eio.sockets.values())
+        log.debug("stopping: closing %d connections", len(sockets))
+        for socket in sockets:
+            # wait=False: a socket whose peer is already gone never drains its queue, and must not hold us.
+            with contextlib.suppress(Exception):
+                await socket.close(wait=False, reason=sio.eio.reason.SERVER_DISCONNECT)
+
+    app.on_shutdown.append(close_connections)
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+async def _apply_pilot(service: HandoffService, settings: Settings) -> None:
+    assert settings.pilot_file is not None
+    pilot = load_pilot(settings.pilot_file)
+    for bot in pilot.bots:
+        await service.upsert_bot(bot.bot, bot.api_key)
+    for agent in pilot.agents:
+        await service.upsert_agent(agent.agent, agent.token)
+    log.info("pilot file %s: %d bots, %d agents", settings.pilot_file, len(pilot.bots), len(pilot.agents))
+
+
+async def _expire_typing(service: HandoffService, delivery: Delivery, settings: Settings) -> None:
+    """Send ``stop`` for typing indicators whose sender went quiet (checked several times per timeout)."""
+    period = min(0.5, settings.typing_timeout_s / 4)
+    while True:
+        await asyncio.sleep(period)
+        try:
+            for broadcast in service.expired_typing():
+                await delivery.emit(broadcast)
+        except Exception:
+            log.exception("typing expiry failed")

@@ -1,0 +1,204 @@
+"""The HTTP API of docs/protocol.md (prefix /api/v1), with JSON errors ``{"error": {"code", "message"}}``.
+
+Handlers are thin like the Socket.IO ones: authenticate, validate (handoff.payloads), call the service, answer.
+Operations that change a conversation (escalate) go through the same Delivery as Socket.IO events, so their
+broadcasts are ordered with everything else on that conversation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from copilot.protocol import (
+    API_PREFIX,
+    ERR_FORBIDDEN,
+    ERR_INTERNAL,
+    ERR_INVALID_PAYLOAD,
+    ERR_NOT_FOUND,
+    ERR_RATE_LIMITED,
+    ERR_TOO_LARGE,
+    ERR_UNAUTHORIZED,
+    ROLE_ADMIN,
+)
+from handoff import payloads
+from handoff.auth import ADMIN, Principal, hash_token, is_admin_key, principal_for
+from handoff.delivery import Delivery
+from handoff.errors import HandoffError
+from handoff.ratelimit import KeyedBuckets
+from handoff.service import HandoffService
+from handoff.settings import Settings
+from handoff.store import Store
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(error: HandoffError) -> web.Response:
+    return web.json_response({"error": error.as_error()}, status=error.http_status)
+
+
+_STATUS_CODES = {400: ERR_INVALID_PAYLOAD, 401: ERR_UNAUTHORIZED, 403: ERR_FORBIDDEN, 413: ERR_TOO_LARGE,
+                 429: ERR_RATE_LIMITED}
+
+
+def json_errors(max_body_bytes: int) -> Any:
+    """A middleware: every error under /api/ answers in the protocol's JSON shape; other paths are left alone."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith("/api/"):
+            return await handler(request)
+        try:
+            return await handler(request)
+        except HandoffError as exc:
+            return error_response(exc)
+        except web.HTTPRequestEntityTooLarge:
+            return error_response(HandoffError(
+                ERR_TOO_LARGE, f"the request body is larger than {max_body_bytes} bytes", limit=max_body_bytes))
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            code = _STATUS_CODES.get(exc.status, ERR_NOT_FOUND)
+            message = "no such endpoint" if exc.status in (404, 405) else exc.reason
+            return error_response(HandoffError(code, f"{request.method} {request.path}: {message}"))
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            return error_response(HandoffError(ERR_INTERNAL, "the server failed to handle this request; retry"))
+
+    return middleware
+
+
+class HttpApi:
+    """The routes of the HTTP API. Routes exist from ``create_app``; the service behind them from start-up
+    (:meth:`bind`), before the server accepts its first request."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.buckets = KeyedBuckets(settings.http_rate_limit_per_s, settings.http_rate_limit_burst)
+        self._store: Store | None = None
+        self._service: HandoffService | None = None
+        self._delivery: Delivery | None = None
+
+    def bind(self, store: Store, service: HandoffService, delivery: Delivery) -> None:
+        self._store, self._service, self._delivery = store, service, delivery
+
+    @property
+    def store(self) -> Store:
+        assert self._store is not None, "HttpApi.bind() runs at start-up"
+        return self._store
+
+    @property
+    def service(self) -> HandoffService:
+        assert self._service is not None, "HttpApi.bind() runs at start-up"
+        return self._service
+
+    @property
+    def delivery(self) -> Delivery:
+        assert self._delivery is not None, "HttpApi.bind() runs at start-up"
+        return self._delivery
+
+    def routes(self) -> list[web.RouteDef]:
+        api = API_PREFIX
+        return [
+            web.get(f"{api}/healthz", self.healthz),
+            web.post(f"{api}/bots", self.create_bot),
+            web.post(f"{api}/agents", self.create_agent),
+            web.get(f"{api}/agents/me", self.me),
+            web.post(f"{api}/agents/me/devices", self.register_device),
+            web.post(f"{api}/bots/{{bot_id}}/conversations", self.create_conversation),
+            web.get(f"{api}/conversations", self.queue),
+            web.post(f"{api}/conversations/{{conversation_id}}/escalate", self.escalate),
+            web.get(f"{api}/conversations/{{conversation_id}}/events", self.events),
+        ]
+
+    # -- helpers --------------------------------------------------------------------------------------------
+    async def _who(self, request: web.Request, *roles: str) -> Principal:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise HandoffError(ERR_UNAUTHORIZED, "send 'Authorization: Bearer <credential>'")
+        token = token.strip()
+        wait = self.buckets.take(hash_token(token), self.clock())
+        if wait > 0:
+            raise HandoffError(ERR_RATE_LIMITED, "too many requests with this credential; slow down",
+                               retry_after_ms=max(1, int(wait * 1000)))
+        if is_admin_key(token, self.settings.admin_key):
+            who = ADMIN
+        else:
+            who = await principal_for(self.store, token)
+        if roles and who.role not in roles:
+            raise HandoffError(ERR_FORBIDDEN, f"this endpoint is for: {', '.join(roles)}")
+        return who
+
+    async def _admin(self, request: web.Request) -> None:
+        if self.settings.admin_key is None:
+            raise HandoffError(ERR_FORBIDDEN, "admin endpoints are disabled: set HANDOFF_ADMIN_KEY")
+        await self._who(request, ROLE_ADMIN)
+
+    @staticmethod
+    async def _body(request: web.Request, *, optional: bool = False) -> Any:
+        raw = await request.read()  # over client_max_size: HTTPRequestEntityTooLarge -> 413 too_large
+        if not raw.strip():
+            if optional:
+                return None
+            raise HandoffError(ERR_INVALID_PAYLOAD, "the request needs a JSON body")
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise HandoffError(ERR_INVALID_PAYLOAD, f"the body is not valid JSON: {exc}") from None
+
+    # -- endpoints ------------------------------------------------------------------------------------------
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def create_bot(self, request: web.Request) -> web.Response:
+        await self._admin(request)
+        data = payloads.bot(await self._body(request))
+        return web.json_response(await self.service.create_bot(data))
+
+    async def create_agent(self, request: web.Request) -> web.Response:
+        await self._admin(request)
+        data = payloads.agent(await self._body(request))
+        return web.json_response(await self.service.create_agent(data))
+
+    async def me(self, request: web.Request) -> web.Response:
+        who = await self._who(request)
+        return web.json_response({"role": who.role, "id": who.id, "name": who.name, "bots": sorted(who.bots),
+                                   "conversation_id": who.conversation_id})
+
+    async def register_device(self, request: web.Request) -> web.Response:
+        who = await self._who(request)
+        data = payloads.device(await self._body(request))
+        return web.json_response(await self.service.register_device(who, data))
+
+    async def create_conversation(self, request: web.Request) -> web.Response:
+        who = await self._who(request)
+        bot_id = payloads.path_id(request.match_info["bot_id"], "bot id")
+        data = payloads.new_conversation(await self._body(request, optional=True))
+        return web.json_response(await self.service.create_conversation(who, bot_id, data))
+
+    async def queue(self, request: web.Request) -> web.Response:
+        who = await self._who(request)
+        status = payloads.status_filter(request.query.get("status"))
+        return web.json_response(await self.service.queue(who, status))
+
+    async def escalate(self, request: web.Request) -> web.Response:
+        who = await self._who(request)
+        cid = payloads.path_id(request.match_info["conversation_id"], "conversation id", conversation=True)
+        data = payloads.escalate(await self._body(request, optional=True), conversation_id=cid)
+        outcome = await self.delivery.run(cid, None, lambda: self.service.escalate(who, data))
+        return web.json_response(outcome.ack)
+
+    async def events(self, request: web.Request) -> web.Response:
+        who = await self._who(request)
+        cid = payloads.path_id(request.match_info["conversation_id"], "conversation id", conversation=True)
+        after = payloads.after_seq(request.query.get("after_seq"))
+        return web.json_response(await self.service.events(who, cid, after))

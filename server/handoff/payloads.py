@@ -1,0 +1,363 @@
+"""Validation of every client payload (Socket.IO events and HTTP bodies) into typed values.
+
+A payload that is not an object, lacks a field, has a field of the wrong type, or carries a field the protocol
+does not define is refused with ``invalid_payload`` naming the field; an over-long text with ``too_large``.
+Nothing is read from a payload anywhere else in the server.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from copilot.protocol import (
+    CONVERSATION_ID_PATTERN,
+    DEVICE_KINDS,
+    ERR_INVALID_PAYLOAD,
+    ERR_TOO_LARGE,
+    FEEDBACK_ACTIONS,
+    ID_PATTERN,
+    LABEL_PATTERN,
+    MAX_CLIENT_ID_CHARS,
+    MAX_NOTE_CHARS,
+    MAX_REASON_CHARS,
+    MAX_TEXT_CHARS,
+    ROLE_BOT,
+    ROLE_CUSTOMER,
+    STATUSES,
+    TYPING_START,
+    TYPING_STOP,
+)
+from handoff.errors import HandoffError
+
+_ID = re.compile(ID_PATTERN)
+_CONVERSATION_ID = re.compile(CONVERSATION_ID_PATTERN)
+_LABEL = re.compile(LABEL_PATTERN)
+_ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?$")
+MAX_NAME_CHARS = 200
+MAX_CUSTOMER_JSON_KEYS = 50
+MAX_TRANSCRIPT_TURNS = 1000
+MAX_SUBSCRIPTION_CHARS = 8000
+
+
+def invalid(message: str) -> HandoffError:
+    return HandoffError(ERR_INVALID_PAYLOAD, message)
+
+
+class Fields:
+    """Reads the fields of one payload object; :meth:`done` refuses any field that was not read."""
+
+    def __init__(self, payload: object, what: str) -> None:
+        if not isinstance(payload, Mapping):
+            raise invalid(f"{what}: the payload must be a JSON object, not {type(payload).__name__}")
+        self.payload = payload
+        self.what = what
+        self.seen: set[str] = set()
+
+    def _get(self, name: str, required: bool) -> Any:
+        self.seen.add(name)
+        value = self.payload.get(name)
+        if value is None and required:
+            raise invalid(f"{self.what}: '{name}' is required")
+        return value
+
+    def text(self, name: str, *, required: bool = True, max_chars: int = MAX_NAME_CHARS,
+             pattern: re.Pattern[str] | None = None, too_large: bool = False, blank: bool = False) -> str | None:
+        value = self._get(name, required)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise invalid(f"{self.what}: '{name}' must be a string, not {type(value).__name__}")
+        if len(value) > max_chars:
+            code = ERR_TOO_LARGE if too_large else ERR_INVALID_PAYLOAD
+            raise HandoffError(code, f"{self.what}: '{name}' holds {len(value)} characters; "
+                                     f"at most {max_chars} are allowed", limit=max_chars)
+        if not blank and not value.strip():
+            raise invalid(f"{self.what}: '{name}' must not be empty")
+        if pattern is not None and not pattern.match(value):
+            raise invalid(f"{self.what}: '{name}' {value[:80]!r} does not match {pattern.pattern}")
+        return value
+
+    def req_text(self, name: str, **kw: Any) -> str:
+        value = self.text(name, required=True, **kw)
+        assert value is not None
+        return value
+
+    def choice(self, name: str, choices: tuple[str, ...], *, required: bool = True) -> str | None:
+        value = self._get(name, required)
+        if value is None:
+            return None
+        if value not in choices:
+            raise invalid(f"{self.what}: '{name}' must be one of {', '.join(choices)}, not {value!r}")
+        return str(value)
+
+    def integer(self, name: str, *, minimum: int = 0, required: bool = True) -> int | None:
+        value = self._get(name, required)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise invalid(f"{self.what}: '{name}' must be an integer, not {value!r}")
+        if value < minimum:
+            raise invalid(f"{self.what}: '{name}' must be >= {minimum}, not {value}")
+        return value
+
+    def raw(self, name: str, *, required: bool = True) -> Any:
+        return self._get(name, required)
+
+    def done(self) -> None:
+        extra = sorted(str(k) for k in self.payload if k not in self.seen)
+        if extra:
+            raise invalid(f"{self.what}: unknown field(s) {', '.join(extra)} (see docs/protocol.md)")
+
+
+def _conversation_id(f: Fields) -> str:
+    return f.req_text("conversation_id", pattern=_CONVERSATION_ID)
+
+
+@dataclass(frozen=True)
+class ConversationRef:
+    conversation_id: str
+
+
+@dataclass(frozen=True)
+class MessageIn:
+    conversation_id: str
+    client_id: str
+    text: str
+    label: str | None
+
+
+@dataclass(frozen=True)
+class TypingIn:
+    conversation_id: str
+    state: str
+
+
+@dataclass(frozen=True)
+class TurnIn:
+    role: str
+    text: str
+    at: str | None
+    label: str | None
+
+
+@dataclass(frozen=True)
+class EscalateIn:
+    conversation_id: str
+    reason: str | None
+    transcript: tuple[TurnIn, ...]
+
+
+@dataclass(frozen=True)
+class HandBackIn:
+    conversation_id: str
+    note: str | None
+
+
+@dataclass(frozen=True)
+class FeedbackIn:
+    conversation_id: str
+    suggestion_id: str
+    action: str
+
+
+@dataclass(frozen=True)
+class ResumeIn:
+    conversation_id: str
+    after_seq: int
+
+
+@dataclass(frozen=True)
+class BotIn:
+    bot_id: str
+    name: str
+    handback_webhook: str | None
+
+
+@dataclass(frozen=True)
+class AgentIn:
+    agent_id: str
+    name: str
+    bots: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DeviceIn:
+    kind: str
+    subscription: Any
+
+
+@dataclass(frozen=True)
+class ConversationIn:
+    conversation_id: str | None
+    customer: dict[str, Any] | None
+
+
+def conversation_ref(payload: object, what: str) -> ConversationRef:
+    f = Fields(payload, what)
+    ref = ConversationRef(_conversation_id(f))
+    f.done()
+    return ref
+
+
+def message(payload: object) -> MessageIn:
+    f = Fields(payload, "message")
+    out = MessageIn(
+        conversation_id=_conversation_id(f),
+        client_id=f.req_text("client_id", max_chars=MAX_CLIENT_ID_CHARS),
+        text=f.req_text("text", max_chars=MAX_TEXT_CHARS, too_large=True),
+        label=f.text("label", required=False, max_chars=200, pattern=_LABEL),
+    )
+    f.done()
+    return out
+
+
+def typing(payload: object) -> TypingIn:
+    f = Fields(payload, "typing")
+    out = TypingIn(_conversation_id(f), str(f.choice("state", (TYPING_START, TYPING_STOP))))
+    f.done()
+    return out
+
+
+def _turn(value: object, index: int) -> TurnIn:
+    f = Fields(value, f"transcript[{index}]")
+    role = str(f.choice("role", (ROLE_CUSTOMER, ROLE_BOT)))
+    text = f.req_text("text", max_chars=MAX_TEXT_CHARS, too_large=True)
+    at = f.text("at", required=False, max_chars=40)
+    if at is not None and not _ISO_TIME.match(at):
+        raise invalid(f"transcript[{index}]: 'at' must be an ISO 8601 time, not {at!r}")
+    label = f.text("label", required=False, max_chars=200, pattern=_LABEL)
+    if label is not None and role == ROLE_CUSTOMER:
+        raise invalid(f"transcript[{index}]: a customer turn carries no 'label'")
+    f.done()
+    return TurnIn(role, text, at, label)
+
+
+def escalate(payload: object, conversation_id: str | None = None) -> EscalateIn:
+    """The escalate event (``conversation_id`` in the payload) or HTTP body (``conversation_id`` from the URL)."""
+    f = Fields({} if payload is None and conversation_id is not None else payload, "escalate")
+    cid = conversation_id if conversation_id is not None else _conversation_id(f)
+    reason = f.text("reason", required=False, max_chars=MAX_REASON_CHARS, too_large=True, blank=True)
+    raw = f.raw("transcript", required=False)
+    if raw is None:
+        turns: tuple[TurnIn, ...] = ()
+    elif not isinstance(raw, list):
+        raise invalid("escalate: 'transcript' must be a list of turns {role, text, at?}")
+    elif len(raw) > MAX_TRANSCRIPT_TURNS:
+        raise HandoffError(ERR_TOO_LARGE, f"escalate: at most {MAX_TRANSCRIPT_TURNS} transcript turns")
+    else:
+        turns = tuple(_turn(t, i) for i, t in enumerate(raw))
+    f.done()
+    return EscalateIn(cid, reason, turns)
+
+
+def hand_back(payload: object) -> HandBackIn:
+    f = Fields(payload, "hand_back")
+    out = HandBackIn(_conversation_id(f), f.text("note", required=False, max_chars=MAX_NOTE_CHARS, too_large=True,
+                                                 blank=True))
+    f.done()
+    return out
+
+
+def feedback(payload: object) -> FeedbackIn:
+    f = Fields(payload, "suggestion_feedback")
+    out = FeedbackIn(_conversation_id(f), f.req_text("suggestion_id", max_chars=64),
+                     str(f.choice("action", FEEDBACK_ACTIONS)))
+    f.done()
+    return out
+
+
+def resume(payload: object) -> ResumeIn:
+    f = Fields(payload, "resume")
+    out = ResumeIn(_conversation_id(f), int(f.integer("after_seq") or 0))
+    f.done()
+    return out
+
+
+def _webhook(url: str | None) -> str | None:
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise invalid(f"'handback_webhook' must be an http(s) URL, not {url[:80]!r}")
+    return url
+
+
+def bot(payload: object) -> BotIn:
+    f = Fields(payload, "bot")
+    out = BotIn(f.req_text("bot_id", pattern=_ID), f.req_text("name"),
+                _webhook(f.text("handback_webhook", required=False, max_chars=2000)))
+    f.done()
+    return out
+
+
+def agent(payload: object) -> AgentIn:
+    f = Fields(payload, "agent")
+    agent_id = f.req_text("agent_id", pattern=_ID)
+    name = f.req_text("name")
+    raw = f.raw("bots")
+    if not isinstance(raw, list) or not all(isinstance(b, str) and _ID.match(b) for b in raw):
+        raise invalid("agent: 'bots' must be a list of bot ids")
+    f.done()
+    return AgentIn(agent_id, name, tuple(dict.fromkeys(raw)))
+
+
+def device(payload: object) -> DeviceIn:
+    f = Fields(payload, "device")
+    kind = str(f.choice("kind", DEVICE_KINDS))
+    subscription = f.raw("subscription")
+    f.done()
+    if kind == "webpush":
+        sub = Fields(subscription, "device.subscription")
+        endpoint = sub.req_text("endpoint", max_chars=2000)
+        if urlsplit(endpoint).scheme not in ("http", "https"):
+            raise invalid("device.subscription: 'endpoint' must be an http(s) URL")
+        keys = Fields(sub.raw("keys"), "device.subscription.keys")
+        keys.req_text("p256dh", max_chars=200)
+        keys.req_text("auth", max_chars=200)
+        keys.done()
+        sub.raw("expirationTime", required=False)
+        sub.done()
+    elif not isinstance(subscription, str) or not subscription.strip() or len(subscription) > 4096:
+        raise invalid(f"device: an {kind} 'subscription' is the device token, a non-empty string")
+    return DeviceIn(kind, subscription)
+
+
+def new_conversation(payload: object) -> ConversationIn:
+    f = Fields({} if payload is None else payload, "conversation")
+    cid = f.text("conversation_id", required=False, pattern=_CONVERSATION_ID)
+    customer = f.raw("customer", required=False)
+    f.done()
+    if customer is not None:
+        if not isinstance(customer, dict) or len(customer) > MAX_CUSTOMER_JSON_KEYS:
+            raise invalid(f"conversation: 'customer' must be an object with at most {MAX_CUSTOMER_JSON_KEYS} keys")
+        cust_id = customer.get("id")
+        if cust_id is not None and not (isinstance(cust_id, str) and _CONVERSATION_ID.match(cust_id)):
+            raise invalid("conversation: 'customer.id' must be a string id")
+    return ConversationIn(cid, customer)
+
+
+def status_filter(value: str | None) -> str:
+    if value is None:
+        return "waiting"
+    if value not in STATUSES:
+        raise invalid(f"'status' must be one of {', '.join(STATUSES)}, not {value!r}")
+    return value
+
+
+def after_seq(value: str | None) -> int:
+    if value is None or value == "":
+        return 0
+    if not value.isdigit():
+        raise invalid(f"'after_seq' must be a non-negative integer, not {value[:40]!r}")
+    return int(value)
+
+
+def path_id(value: str, what: str, *, conversation: bool = False) -> str:
+    pattern = _CONVERSATION_ID if conversation else _ID
+    if not pattern.match(value):
+        raise invalid(f"{what} {value[:80]!r} does not match {pattern.pattern}")
+    return value

@@ -1,0 +1,145 @@
+"""Server settings: one frozen object built from the environment (prefix ``HANDOFF_``), passed down explicitly.
+
+Nothing here reads the environment at import time; :meth:`Settings.from_env` does, when ``handoff serve`` starts.
+A value that cannot be parsed raises :class:`SettingsError` naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+PREFIX = "HANDOFF_"
+
+
+class SettingsError(ValueError):
+    """A setting has a value the server cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server can be told.
+
+    Attributes:
+        database_url: SQLAlchemy async URL. ``sqlite+aiosqlite:///handoff.db`` (a file in the working directory)
+            by default; ``postgresql+asyncpg://user@host/db`` for several processes.
+        admin_key: the admin credential for ``POST /bots`` and ``POST /agents``; None disables those endpoints.
+        pilot_file: a TOML file declaring bots, agents and their keys, applied at start-up
+            (``server/pilot.example.toml``).
+        redis_url: when set, Socket.IO broadcasts go through Redis so several processes serve one deployment.
+        redis_channel: the Redis channel of the Socket.IO message queue (distinct per deployment).
+        typing_timeout_s: a typing indicator without a ``stop`` expires after this long.
+        typing_throttle_s: a repeated ``start`` is forwarded at most this often.
+        rate_limit_per_s, rate_limit_burst: per-connection token bucket for customers and agents.
+        bot_rate_limit_per_s, bot_rate_limit_burst: the same for bot connections, which carry many conversations.
+        http_rate_limit_per_s, http_rate_limit_burst: per-credential token bucket for the HTTP API.
+        max_body_bytes: largest HTTP request body accepted (413 beyond).
+        suggestions_k: how many suggestions to ask the provider for.
+        suggestion_timeout_s: a provider slower than this is abandoned for that request.
+        suggestion_provider: ``module:callable`` taking these settings and returning a SuggestionProvider;
+            None means no suggestions (never fake ones).
+        webhook_timeout_s, webhook_max_attempts, webhook_backoff_s, webhook_backoff_max_s, webhook_poll_s:
+            hand-back webhook delivery (see handoff.webhooks).
+        webhook_secret: when set, each webhook carries ``X-Handoff-Signature: sha256=<HMAC of the body>``.
+        sqlite_synchronous: SQLite ``PRAGMA synchronous`` (FULL survives power loss; NORMAL survives a killed
+            process and is faster).
+        cors_origins: origins allowed to open Socket.IO connections from a browser on another origin.
+        log_level: logging level name for ``handoff serve``.
+    """
+
+    database_url: str = "sqlite+aiosqlite:///handoff.db"
+    admin_key: str | None = None
+    pilot_file: Path | None = None
+    redis_url: str | None = None
+    redis_channel: str = "handoff"
+    typing_timeout_s: float = 5.0
+    typing_throttle_s: float = 1.0
+    rate_limit_per_s: float = 30.0
+    rate_limit_burst: int = 60
+    bot_rate_limit_per_s: float = 1000.0
+    bot_rate_limit_burst: int = 2000
+    http_rate_limit_per_s: float = 200.0
+    http_rate_limit_burst: int = 1000
+    max_body_bytes: int = 4_000_000
+    suggestions_k: int = 3
+    suggestion_timeout_s: float = 10.0
+    suggestion_provider: str | None = None
+    webhook_timeout_s: float = 5.0
+    webhook_max_attempts: int = 10
+    webhook_backoff_s: float = 1.0
+    webhook_backoff_max_s: float = 300.0
+    webhook_poll_s: float = 2.0
+    webhook_secret: str | None = None
+    sqlite_synchronous: str = "FULL"
+    cors_origins: tuple[str, ...] = ()
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        positive = ("typing_timeout_s", "typing_throttle_s", "rate_limit_per_s", "bot_rate_limit_per_s",
+                    "http_rate_limit_per_s", "suggestion_timeout_s", "webhook_timeout_s", "webhook_backoff_s",
+                    "webhook_backoff_max_s", "webhook_poll_s")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise SettingsError(f"{PREFIX}{name.upper()} must be > 0, not {getattr(self, name)!r}")
+        for name in ("rate_limit_burst", "bot_rate_limit_burst", "http_rate_limit_burst", "max_body_bytes",
+                     "suggestions_k", "webhook_max_attempts"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{PREFIX}{name.upper()} must be >= 1, not {getattr(self, name)!r}")
+        if self.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise SettingsError(f"{PREFIX}SQLITE_SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA, "
+                                f"not {self.sqlite_synchronous!r}")
+        if not self.database_url.strip():
+            raise SettingsError(f"{PREFIX}DATABASE_URL must not be empty")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``HANDOFF_<FIELD>`` variables (e.g. ``HANDOFF_DATABASE_URL``), then ``overrides``.
+
+        Empty variables count as unset. Raises SettingsError naming the variable whose value is unusable.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            key = f"{PREFIX}{f.name.upper()}"
+            raw = env.get(key)
+            if raw is None or raw.strip() == "":
+                continue
+            values[f.name] = _parse(key, raw.strip(), _PARSERS.get(f.name, str))
+        values.update(overrides)
+        return replace(cls(), **values)
+
+
+def _parse(key: str, raw: str, parser: Callable[[str], Any]) -> Any:
+    try:
+        return parser(raw)
+    except ValueError:
+        raise SettingsError(f"{key}: cannot use {raw!r} ({parser.__name__} expected)") from None
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "pilot_file": Path,
+    "typing_timeout_s": float,
+    "typing_throttle_s": float,
+    "rate_limit_per_s": float,
+    "rate_limit_burst": int,
+    "bot_rate_limit_per_s": float,
+    "bot_rate_limit_burst": int,
+    "http_rate_limit_per_s": float,
+    "http_rate_limit_burst": int,
+    "max_body_bytes": int,
+    "suggestions_k": int,
+    "suggestion_timeout_s": float,
+    "webhook_timeout_s": float,
+    "webhook_max_attempts": int,
+    "webhook_backoff_s": float,
+    "webhook_backoff_max_s": float,
+    "webhook_poll_s": float,
+    "cors_origins": _origins,
+}
