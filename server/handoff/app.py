@@ -1,8 +1,9 @@
 """The application factory: ``create_app(settings) -> web.Application``. No module-level app or socket server.
 
-Start-up (an ``app.cleanup_ctx`` generator) opens and migrates the database, applies the pilot file, builds the
-service, registers the Socket.IO namespace and the HTTP routes' backing objects, and starts the background loops
-(webhook delivery, typing expiry). Shut-down runs the same generator backwards. State lives under typed
+Start-up (an ``app.cleanup_ctx`` generator) opens and migrates the database, applies the pilot file, loads the
+push credentials (the VAPID key is generated on first start), builds the service, registers the Socket.IO namespace
+and the HTTP routes' backing objects, and starts the background loops (webhook delivery, the unclaimed-escalation
+ladder, typing expiry). Shut-down runs the same generator backwards. State lives under typed
 ``web.AppKey``s so tests and tools can reach the running parts.
 """
 
@@ -20,11 +21,15 @@ from aiohttp import web
 from engineio.async_drivers import aiohttp as aiohttp_driver
 
 from copilot.protocol import MAX_FRAME_BYTES
+from handoff import ladder
 from handoff.delivery import Delivery
 from handoff.http import HttpApi, json_errors
+from handoff.ladder import LadderConfig, LadderRunner
+from handoff.metrics import HandoffMetrics
 from handoff.namespace import HandoffNamespace
-from handoff.notify import InAppNotifier, Notifier
+from handoff.notify import CompositeNotifier, InAppNotifier, Notifier
 from handoff.pilot import load_pilot
+from handoff.push import PushNotifier, build_push
 from handoff.service import HandoffService
 from handoff.settings import Settings
 from handoff.store import Store, open_store
@@ -45,6 +50,9 @@ class Parts:
     namespace: HandoffNamespace
     webhooks: WebhookDeliverer
     http: HttpApi
+    push: PushNotifier
+    ladder: LadderRunner
+    metrics: HandoffMetrics
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -90,7 +98,8 @@ def create_app(settings: Settings, *, suggestion_provider: SuggestionProvider | 
         settings: everything configurable (handoff.settings).
         suggestion_provider: the copilot's provider; default: the one named by settings.suggestion_provider,
             else none (no suggestions are ever sent).
-        notifier: how agents hear of escalations; default: the in-app ``escalation`` event.
+        notifier: how agents hear of escalations and reminders; default: the in-app ``escalation`` event, then
+            push to every registered device (handoff.push).
     """
     sio = socketio.AsyncServer(
         async_mode="aiohttp",
@@ -113,34 +122,47 @@ def create_app(settings: Settings, *, suggestion_provider: SuggestionProvider | 
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         store = await open_store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+        push: PushNotifier | None = None
         try:
+            metrics = HandoffMetrics()
             webhooks = WebhookDeliverer(store, settings)
             provider = suggestion_provider or load_provider(settings.suggestion_provider, settings)
+            push, vapid_public_key = await build_push(settings, store, metrics)
+            in_app = InAppNotifier(lambda event, payload, bot_id: delivery.emit_to_bot_agents(event, payload, bot_id))
             service = HandoffService(
                 store,
-                notifier=InAppNotifier(lambda event, payload, bot_id: delivery.emit_to_bot_agents(
-                    event, payload, bot_id)) if notifier is None else notifier,
+                # In-app first: the escalation event leaves before the push fan-out even starts.
+                notifier=CompositeNotifier([in_app, push]) if notifier is None else notifier,
                 provider=provider,
                 suggestions_k=settings.suggestions_k,
                 suggestion_timeout_s=settings.suggestion_timeout_s,
                 typing=TypingTracker(settings.typing_timeout_s, settings.typing_throttle_s),
+                metrics=metrics,
+                ladder=LadderConfig.defaults(settings),
+                expected_wait_samples=settings.expected_wait_samples,
             )
-            delivery = Delivery(sio, service, on_webhook=webhooks.wake)
+            runner = LadderRunner(store, lambda row: delivery.run_optional(
+                row.conversation_id, lambda: service.ladder_step(row)), settings.ladder_poll_s)
+            delivery = Delivery(sio, service, on_webhook=webhooks.wake, on_ladder=runner.wake)
             if settings.pilot_file is not None:
                 await _apply_pilot(service, settings)
-            namespace = HandoffNamespace(store=store, service=service, delivery=delivery, settings=settings)
+            namespace = HandoffNamespace(store=store, service=service, delivery=delivery, settings=settings,
+                                         metrics=metrics)
             sio.register_namespace(namespace)
-            http.bind(store, service, delivery)
-            app[PARTS] = Parts(store, service, delivery, namespace, webhooks, http)
+            http.bind(store, service, delivery, vapid_public_key=vapid_public_key, metrics=metrics)
+            app[PARTS] = Parts(store, service, delivery, namespace, webhooks, http, push, runner, metrics)
             typing_task = asyncio.ensure_future(_expire_typing(service, delivery, settings))
             async for _ in running(webhooks):
-                yield
+                async for _ in ladder.running(runner):
+                    yield
             log.debug("stopping: background loops")
             typing_task.cancel()
             await asyncio.gather(typing_task, return_exceptions=True)
             await sio.shutdown()
             await delivery.close()
         finally:
+            if push is not None:
+                await push.close()
             log.debug("stopping: database")
             await store.close()
             log.debug("stopped")

@@ -120,13 +120,15 @@ class Delivery:
         sio: the Socket.IO server.
         service: the handoff service (for the background suggestion tasks).
         on_webhook: called when an outcome queued a webhook (wakes the deliverer).
+        on_ladder: called when an outcome scheduled an unclaimed-escalation ladder (wakes its loop).
     """
 
     def __init__(self, sio: socketio.AsyncServer, service: HandoffService,
-                 on_webhook: Callable[[], None] | None = None) -> None:
+                 on_webhook: Callable[[], None] | None = None, on_ladder: Callable[[], None] | None = None) -> None:
         self.sio = sio
         self.service = service
         self.on_webhook = on_webhook
+        self.on_ladder = on_ladder
         self.locks = KeyedLocks()
         self.tasks: set[asyncio.Task[None]] = set()
         self._rooms: dict[str, set[str]] = {}  # sid -> rooms it entered here (skip re-entering on every event)
@@ -137,11 +139,26 @@ class Delivery:
         async with self.locks.hold(conversation_id):
             outcome = await op()
             await self.deliver(outcome, sid)
+        self._after(outcome)
+        return outcome
+
+    async def run_optional(self, conversation_id: str, op: Callable[[], Awaitable[Outcome | None]]) -> Outcome | None:
+        """Like :meth:`run` for background operations that may find nothing to do (the ladder's rungs)."""
+        async with self.locks.hold(conversation_id):
+            outcome = await op()
+            if outcome is not None:
+                await self.deliver(outcome, None)
+        if outcome is not None:
+            self._after(outcome)
+        return outcome
+
+    def _after(self, outcome: Outcome) -> None:
         if outcome.suggest is not None:
             self.spawn(self._suggest(outcome.suggest))
         if outcome.webhook_enqueued and self.on_webhook is not None:
             self.on_webhook()
-        return outcome
+        if outcome.ladder_started and self.on_ladder is not None:
+            self.on_ladder()
 
     async def deliver(self, outcome: Outcome, sid: str | None) -> None:
         """Subscribe first (so a subscriber misses nothing), then emit every broadcast in order."""

@@ -30,6 +30,7 @@ from handoff import payloads
 from handoff.auth import ADMIN, Principal, hash_token, is_admin_key, principal_for
 from handoff.delivery import Delivery
 from handoff.errors import HandoffError
+from handoff.metrics import CONTENT_TYPE, HandoffMetrics
 from handoff.ratelimit import KeyedBuckets
 from handoff.service import HandoffService
 from handoff.settings import Settings
@@ -86,9 +87,14 @@ class HttpApi:
         self._store: Store | None = None
         self._service: HandoffService | None = None
         self._delivery: Delivery | None = None
+        self._metrics: HandoffMetrics | None = None
+        self.vapid_public_key = ""
 
-    def bind(self, store: Store, service: HandoffService, delivery: Delivery) -> None:
+    def bind(self, store: Store, service: HandoffService, delivery: Delivery, *, vapid_public_key: str = "",
+             metrics: HandoffMetrics | None = None) -> None:
         self._store, self._service, self._delivery = store, service, delivery
+        self.vapid_public_key = vapid_public_key
+        self._metrics = metrics
 
     @property
     def store(self) -> Store:
@@ -113,6 +119,12 @@ class HttpApi:
             web.post(f"{api}/agents", self.create_agent),
             web.get(f"{api}/agents/me", self.me),
             web.post(f"{api}/agents/me/devices", self.register_device),
+            web.get(f"{api}/agents/me/devices", self.devices),
+            web.delete(f"{api}/agents/me/devices/{{device_id}}", self.remove_device),
+            web.get(f"{api}/push/vapid-public-key", self.vapid_key),
+            web.get(f"{api}/bots/{{bot_id}}/ladder", self.get_ladder),
+            web.put(f"{api}/bots/{{bot_id}}/ladder", self.put_ladder),
+            web.get("/metrics", self.metrics),
             web.post(f"{api}/bots/{{bot_id}}/conversations", self.create_conversation),
             web.get(f"{api}/conversations", self.queue),
             web.post(f"{api}/conversations/{{conversation_id}}/escalate", self.escalate),
@@ -178,6 +190,40 @@ class HttpApi:
         who = await self._who(request)
         data = payloads.device(await self._body(request))
         return web.json_response(await self.service.register_device(who, data))
+
+    async def devices(self, request: web.Request) -> web.Response:
+        who = await self._who(request)
+        return web.json_response(await self.service.devices(who))
+
+    async def remove_device(self, request: web.Request) -> web.Response:
+        who = await self._who(request)
+        device_id = payloads.path_id(request.match_info["device_id"], "device id")
+        return web.json_response(await self.service.remove_device(who, device_id))
+
+    async def vapid_key(self, request: web.Request) -> web.Response:
+        """The VAPID public key a browser passes to ``pushManager.subscribe`` (public: no credential needed)."""
+        return web.json_response({"public_key": self.vapid_public_key})
+
+    async def get_ladder(self, request: web.Request) -> web.Response:
+        who = await self._who(request)
+        bot_id = payloads.path_id(request.match_info["bot_id"], "bot id")
+        return web.json_response(await self.service.bot_ladder(who, bot_id))
+
+    async def put_ladder(self, request: web.Request) -> web.Response:
+        who = await self._who(request)
+        bot_id = payloads.path_id(request.match_info["bot_id"], "bot id")
+        new = payloads.ladder(await self._body(request))
+        return web.json_response(await self.service.bot_ladder(who, bot_id, new or None, replace=True))
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """Prometheus text format; with HANDOFF_METRICS_TOKEN set, only for ``Authorization: Bearer <token>``."""
+        token = self.settings.metrics_token
+        if token is not None:
+            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not is_admin_key(given.strip(), token):
+                return web.Response(status=401, text="metrics: send 'Authorization: Bearer <HANDOFF_METRICS_TOKEN>'\n")
+        assert self._metrics is not None, "HttpApi.bind() runs at start-up"
+        return web.Response(body=self._metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def create_conversation(self, request: web.Request) -> web.Response:
         who = await self._who(request)

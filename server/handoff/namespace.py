@@ -28,6 +28,7 @@ from handoff import payloads
 from handoff.auth import Principal, principal_for
 from handoff.delivery import Delivery, agent_room, bot_agents_room, bot_room
 from handoff.errors import HandoffError
+from handoff.metrics import HandoffMetrics
 from handoff.ratelimit import TokenBucket
 from handoff.service import HandoffService
 from handoff.settings import Settings
@@ -45,8 +46,9 @@ class HandoffNamespace(socketio.AsyncNamespace):
     """Protocol v1 over Socket.IO (docs/protocol.md)."""
 
     def __init__(self, *, store: Store, service: HandoffService, delivery: Delivery, settings: Settings,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, metrics: HandoffMetrics | None = None) -> None:
         super().__init__(NAMESPACE)
+        self.metrics = metrics if metrics is not None else service.metrics
         self.store = store
         self.service = service
         self.delivery = delivery
@@ -64,6 +66,7 @@ class HandoffNamespace(socketio.AsyncNamespace):
         except HandoffError as exc:
             raise socketio.exceptions.ConnectionRefusedError(f"{exc.code}: {exc.message}", exc.as_error()) from None
         self.principals[sid] = who
+        self.metrics.sockets.labels(who.role).inc()
         if who.role == ROLE_BOT:
             rate, burst = self.settings.bot_rate_limit_per_s, self.settings.bot_rate_limit_burst
         else:
@@ -79,7 +82,9 @@ class HandoffNamespace(socketio.AsyncNamespace):
         # event, so that a reconnecting client's resume is exact (nothing both in its ack and broadcast).
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
-        self.principals.pop(sid, None)
+        who = self.principals.pop(sid, None)
+        if who is not None:
+            self.metrics.sockets.labels(who.role).dec()
         self.buckets.pop(sid, None)
         self.delivery.forget(sid)
         for broadcast in self.service.disconnected(sid):

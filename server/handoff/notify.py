@@ -1,9 +1,10 @@
-"""Telling agents about an escalation (B1): the Notifier interface and the in-app notification.
+"""Telling agents about an escalation (B1): the Notifier interface, the in-app notification, and the composite.
 
-The service calls :meth:`Notifier.escalated` once the escalation is stored. The only implementation today is
-:class:`InAppNotifier`, which emits the protocol's ``escalation`` event to every connected agent registered for
-the bot. Not built yet (a later issue): push to registered devices (Web Push, FCM, APNs) and the
-unclaimed-escalation ladder (B10), which will call the same interface again; a composite notifier will fan out.
+The service calls :meth:`Notifier.escalated` once the escalation is stored, and the unclaimed-escalation ladder
+(handoff.ladder) calls it again for each re-notification (``renotify`` counts them). The app's notifier is a
+:class:`CompositeNotifier`: first :class:`InAppNotifier` (the protocol's ``escalation`` event to every connected
+agent registered for the bot, emitted before the escalation's ack), then :class:`handoff.push.PushNotifier`, which
+only starts a background fan-out to every registered device and returns at once, so pushes never delay the chat.
 """
 
 from __future__ import annotations
@@ -25,10 +26,14 @@ class EscalationNotice:
     preview: str | None
     waiting_since: str
     seq: int
+    bot_name: str = ""
+    renotify: int = 0  # 0: the escalation itself; n: the ladder's n-th reminder
 
     def payload(self) -> dict[str, Any]:
+        """The ``escalation`` event's payload."""
         return {"conversation_id": self.conversation_id, "bot_id": self.bot_id, "reason": self.reason,
-                "preview": self.preview, "waiting_since": self.waiting_since, "seq": self.seq}
+                "preview": self.preview, "waiting_since": self.waiting_since, "seq": self.seq,
+                "renotify": self.renotify}
 
 
 class Notifier(Protocol):
@@ -52,7 +57,7 @@ class InAppNotifier:
 
 
 class CompositeNotifier:
-    """Every notifier in turn (in-app first, then slower channels)."""
+    """Every notifier in turn (in-app first, then slower channels, which must only start their work)."""
 
     def __init__(self, notifiers: Sequence[Notifier]) -> None:
         self.notifiers = tuple(notifiers)

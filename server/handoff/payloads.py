@@ -32,6 +32,7 @@ from copilot.protocol import (
     TYPING_STOP,
 )
 from handoff.errors import HandoffError
+from handoff.settings import MAX_LADDER_S
 
 _ID = re.compile(ID_PATTERN)
 _CONVERSATION_ID = re.compile(CONVERSATION_ID_PATTERN)
@@ -175,6 +176,7 @@ class BotIn:
     bot_id: str
     name: str
     handback_webhook: str | None
+    ladder: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -277,20 +279,49 @@ def resume(payload: object) -> ResumeIn:
     return out
 
 
-def _webhook(url: str | None) -> str | None:
+def _webhook(url: str | None, name: str = "handback_webhook") -> str | None:
     if url is None:
         return None
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise invalid(f"'handback_webhook' must be an http(s) URL, not {url[:80]!r}")
+        raise invalid(f"'{name}' must be an http(s) URL, not {url[:80]!r}")
     return url
+
+
+def ladder(payload: object, what: str = "ladder") -> dict[str, Any]:
+    """A bot's own unclaimed-escalation ladder: ``{renotify_after_s?, wait_notice_after_s?, fallback_after_s?,
+    fallback_webhook?}``. A key left out takes the server's default; ``null`` turns that rung off."""
+    if not isinstance(payload, Mapping):
+        raise invalid(f"{what}: must be an object with renotify_after_s, wait_notice_after_s, fallback_after_s, "
+                      f"fallback_webhook")
+    out: dict[str, Any] = {}
+    for key in ("renotify_after_s", "wait_notice_after_s", "fallback_after_s"):
+        if key not in payload:
+            continue
+        value = payload[key]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                  or not 0 <= value <= MAX_LADDER_S):
+            raise invalid(f"{what}: '{key}' must be seconds between 0 and {MAX_LADDER_S:.0f}, or null, not {value!r}")
+        out[key] = None if value is None else float(value)
+    if "fallback_webhook" in payload:
+        url = payload["fallback_webhook"]
+        if url is not None and (not isinstance(url, str) or len(url) > 2000):
+            raise invalid(f"{what}: 'fallback_webhook' must be an http(s) URL or null")
+        out["fallback_webhook"] = _webhook(url, "fallback_webhook")
+    extra = sorted(str(k) for k in payload if k not in out)
+    if extra:
+        raise invalid(f"{what}: unknown field(s) {', '.join(extra)} (see docs/protocol.md)")
+    return out
 
 
 def bot(payload: object) -> BotIn:
     f = Fields(payload, "bot")
     out = BotIn(f.req_text("bot_id", pattern=_ID), f.req_text("name"),
                 _webhook(f.text("handback_webhook", required=False, max_chars=2000)))
+    raw_ladder = f.raw("ladder", required=False)
     f.done()
+    if raw_ladder is not None:
+        out = BotIn(out.bot_id, out.name, out.handback_webhook, ladder(raw_ladder, "bot.ladder"))
     return out
 
 

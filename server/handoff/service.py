@@ -44,17 +44,21 @@ from copilot.protocol import (
     KIND_REOPENED,
     KIND_RESOLVED,
     PREVIEW_CHARS,
+    ROLE_ADMIN,
     ROLE_AGENT,
     ROLE_BOT,
     ROLE_CUSTOMER,
+    STATUS_WAITING,
     TYPING_STOP,
 )
 from handoff import payloads as p
 from handoff.auth import Principal, hash_token, new_token
 from handoff.errors import HandoffError
+from handoff.ladder import RUNG_FALLBACK, RUNG_RENOTIFY, RUNG_WAIT_NOTICE, LadderConfig, expected_wait
+from handoff.metrics import HandoffMetrics
 from handoff.notify import EscalationNotice, Notifier
 from handoff.states import Action, InvalidTransition, Status, may_write, transition
-from handoff.store import ConversationRow, IntegrityError, Store, Tx, now_iso
+from handoff.store import ConversationRow, EscalationRow, IntegrityError, Store, Tx, now_iso
 from handoff.suggestions import NoSuggestions, SuggestionProvider
 from handoff.typing import TypingTracker
 
@@ -135,6 +139,7 @@ class Outcome:
         subscribe_agent: an agent all of whose sockets subscribe to ``subscribe``'s conversation (a won claim).
         suggest: suggestions to compute in the background afterwards.
         webhook_enqueued: a webhook waits in the outbox (wake the deliverer).
+        ladder_started: an unclaimed-escalation ladder was scheduled (wake the ladder's loop).
     """
 
     ack: dict[str, Any] = field(default_factory=dict)
@@ -143,6 +148,27 @@ class Outcome:
     subscribe_agent: str | None = None
     suggest: SuggestionRequest | None = None
     webhook_enqueued: bool = False
+    ladder_started: bool = False
+
+
+@dataclass
+class _Facts:
+    """What an operation learned inside its transaction, counted (metrics) only once it committed."""
+
+    bot_id: str = ""
+    claimed: bool = False
+    reopened: bool = False
+    waited_s: float | None = None
+    first_reply_s: float | None = None
+
+    def reset(self) -> None:
+        """Forget an attempt that will be retried (the service re-runs an operation that lost a race)."""
+        self.__init__()  # type: ignore[misc]
+
+
+def _origin(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}" if rest else ""
 
 
 class _Retry(Exception):
@@ -168,13 +194,20 @@ class HandoffService:
         suggestion_timeout_s: abandon a provider call after this long.
         typing: the typing tracker (its clock is ``clock``).
         clock: monotonic seconds, for typing and latency.
+        metrics: where handoffs are counted (B13); default: a registry of its own.
+        ladder: the server's default unclaimed-escalation ladder (a bot's own settings override it); default: none.
+        expected_wait_samples: how many recent times to claim the expected wait is estimated from.
     """
 
     def __init__(self, store: Store, *, notifier: Notifier, provider: SuggestionProvider, suggestions_k: int = 3,
                  suggestion_timeout_s: float = 10.0, typing: TypingTracker | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, metrics: HandoffMetrics | None = None,
+                 ladder: LadderConfig | None = None, expected_wait_samples: int = 50) -> None:
         self.store = store
         self.notifier = notifier
+        self.metrics = metrics if metrics is not None else HandoffMetrics()
+        self.ladder = ladder if ladder is not None else LadderConfig(None, None, None, None)
+        self.expected_wait_samples = expected_wait_samples
         self.provider = provider
         self.suggestions_k = suggestions_k
         self.suggestion_timeout_s = suggestion_timeout_s
@@ -250,7 +283,7 @@ class HandoffService:
         async def op(tx: Tx) -> None:
             if await tx.bot(data.bot_id) is not None:
                 raise HandoffError(ERR_CONFLICT, f"bot {data.bot_id!r} exists already")
-            await tx.insert_bot(data.bot_id, data.name, data.handback_webhook)
+            await tx.insert_bot(data.bot_id, data.name, data.handback_webhook, data.ladder)
             await tx.add_credential(hash_token(key), ROLE_BOT, data.bot_id)
 
         await self._create(op, f"bot {data.bot_id!r} exists already")
@@ -282,9 +315,9 @@ class HandoffService:
         """Create or update a bot declared in the pilot file; ``api_key`` becomes its only key."""
         async def op(tx: Tx) -> None:
             if await tx.bot(data.bot_id) is None:
-                await tx.insert_bot(data.bot_id, data.name, data.handback_webhook)
+                await tx.insert_bot(data.bot_id, data.name, data.handback_webhook, data.ladder)
             else:
-                await tx.update_bot(data.bot_id, data.name, data.handback_webhook)
+                await tx.update_bot(data.bot_id, data.name, data.handback_webhook, data.ladder)
             await tx.drop_credentials(ROLE_BOT, data.bot_id)
             await tx.add_credential(hash_token(api_key), ROLE_BOT, data.bot_id)
 
@@ -306,7 +339,7 @@ class HandoffService:
         await self.store.write(op)
 
     async def register_device(self, who: Principal, data: p.DeviceIn) -> dict[str, Any]:
-        """Store an agent's push subscription (sending pushes is not built yet). The same one twice: same id."""
+        """Store an agent's push subscription or device token. The same one twice: same id."""
         if who.role != ROLE_AGENT:
             raise HandoffError(ERR_FORBIDDEN, "only agents register devices")
         blob = json.dumps(data.subscription, sort_keys=True)
@@ -321,6 +354,45 @@ class HandoffService:
             return device_id
 
         return {"device_id": await self._write(op)}
+
+    async def devices(self, who: Principal) -> dict[str, Any]:
+        """The calling agent's registered devices (no keys: the endpoint's origin for Web Push)."""
+        if who.role != ROLE_AGENT:
+            raise HandoffError(ERR_FORBIDDEN, "only agents have devices")
+        async with self.store.read() as tx:
+            rows = await tx.devices_of(who.id)
+        out = []
+        for row in rows:
+            item = {"device_id": row["device_id"], "kind": row["kind"], "created_at": row["created_at"]}
+            if isinstance(row["subscription"], dict):
+                item["endpoint_origin"] = _origin(str(row["subscription"].get("endpoint", "")))
+            out.append(item)
+        return {"devices": out}
+
+    async def remove_device(self, who: Principal, device_id: str) -> dict[str, Any]:
+        """Remove one of the calling agent's devices (it gets no more pushes)."""
+        if who.role != ROLE_AGENT:
+            raise HandoffError(ERR_FORBIDDEN, "only agents remove devices")
+        if not await self.store.write(lambda tx: tx.delete_device(who.id, device_id)):
+            raise HandoffError(ERR_NOT_FOUND, f"you have no device {device_id!r}")
+        return {"device_id": device_id, "removed": True}
+
+    async def bot_ladder(self, who: Principal, bot_id: str, new: dict[str, Any] | None = None, *,
+                         replace: bool = False) -> dict[str, Any]:
+        """Read (or with ``replace``, set) a bot's own ladder settings; for the admin or that bot.
+
+        Returns ``{bot_id, ladder, effective}``: the bot's own settings (null: the server's defaults) and the ladder
+        its next escalation gets.
+        """
+        if who.role not in (ROLE_ADMIN, ROLE_BOT) or (who.role == ROLE_BOT and who.id != bot_id):
+            raise HandoffError(ERR_FORBIDDEN, "only the admin or the bot itself may see or change its ladder")
+        if replace and not await self.store.write(lambda tx: tx.set_bot_ladder(bot_id, new)):
+            raise HandoffError(ERR_NOT_FOUND, f"no bot {bot_id!r}")
+        async with self.store.read() as tx:
+            bot = await tx.bot(bot_id)
+        if bot is None:
+            raise HandoffError(ERR_NOT_FOUND, f"no bot {bot_id!r}")
+        return {"bot_id": bot_id, "ladder": bot.ladder, "effective": self.ladder.merged(bot.ladder).as_dict()}
 
     async def create_conversation(self, who: Principal, bot_id: str, data: p.ConversationIn) -> dict[str, Any]:
         """A new conversation of ``bot_id`` in status ``bot``, with a customer token scoped to it."""
@@ -386,6 +458,7 @@ class HandoffService:
             raise HandoffError(ERR_INVALID_PAYLOAD, "message: a customer message carries no 'label'")
 
         async def op(tx: Tx) -> Outcome:
+            facts.reset()
             conv, resent_seq = await tx.conversation_for_message(data.conversation_id, who.role, who.id,
                                                                  data.client_id)
             if conv is None:
@@ -419,10 +492,21 @@ class HandoffService:
             out.broadcasts.append(Broadcast(EV_MESSAGE, event, self._message_audience(conv, who, new_status)))
             if self.suggesting and new_status == Status.CLAIMED and conv.agent_id:
                 out.suggest = SuggestionRequest(conv.conversation_id, conv.bot_id, conv.agent_id, seq)
+            if who.role == ROLE_AGENT:
+                escalated_at = await tx.first_reply(conv.conversation_id, time.time())
+                if escalated_at is not None:
+                    facts.first_reply_s = time.time() - escalated_at
+            facts.bot_id, facts.reopened = conv.bot_id, reopen
             return out
 
+        facts = _Facts()
         out = await self._write(op)
         if "duplicate" not in out.ack:
+            self.metrics.messages.labels(facts.bot_id, who.role).inc()
+            if facts.reopened:
+                self.metrics.reopenings.labels(facts.bot_id).inc()
+            if facts.first_reply_s is not None:
+                self.metrics.time_to_first_reply.labels(facts.bot_id).observe(facts.first_reply_s)
             out.broadcasts.extend(self._typing_done(data.conversation_id, who))
         return out
 
@@ -457,21 +541,25 @@ class HandoffService:
                                     reason=data.reason, at=now)
             stored.append(escalated)
             await tx.insert_events(stored)
+            bot = await tx.bot(conv.bot_id)
+            plan = self.ladder.merged(bot.ladder if bot else None).plan(time.time())
+            await tx.insert_escalation(conv.conversation_id, escalated["seq"], conv.bot_id, time.time(), plan)
             preview = next((t.text for t in reversed(data.transcript) if t.role == ROLE_CUSTOMER), None)
             if preview is None:
                 preview = await tx.last_customer_text(conv.conversation_id)
             out = Outcome(ack={"status": target.value, "seq": escalated["seq"]},
-                          subscribe=(conv.conversation_id, who.role))
+                          subscribe=(conv.conversation_id, who.role), ladder_started=bool(plan))
             for event in stored[:-1]:
                 out.broadcasts.append(Broadcast(EV_MESSAGE, event, (Subscribed(conv.conversation_id),)))
             out.broadcasts.append(Broadcast(EV_STATUS, self._status(conv, escalated, reason=data.reason),
                                             _everyone(conv)))
             notice = EscalationNotice(conv.conversation_id, conv.bot_id, data.reason,
                                       preview[:PREVIEW_CHARS] if preview is not None else None, now,
-                                      escalated["seq"])
+                                      escalated["seq"], bot_name=bot.name if bot else conv.bot_id)
             return out, notice
 
         out, notice = await self._write(op)
+        self.metrics.escalations.labels(notice.bot_id).inc()
         await self.notifier.escalated(notice)
         return out
 
@@ -481,8 +569,10 @@ class HandoffService:
             raise HandoffError(ERR_FORBIDDEN, f"a {who.role} cannot claim a conversation")
 
         async def op(tx: Tx) -> Outcome:
+            facts.reset()
             conv = await self._load(tx, data.conversation_id)
             self._check_party(who, conv)
+            facts.bot_id = conv.bot_id
             seq = await tx.claim(conv.conversation_id, who.id)
             if seq is None:
                 now = await self._load(tx, data.conversation_id)
@@ -499,6 +589,10 @@ class HandoffService:
                 raise _Retry  # pragma: no cover - status was waiting again: decide afresh
             event = self._event(conv, seq, KIND_CLAIMED, who, status=Status.CLAIMED.value, agent_name=who.name)
             await tx.insert_events([event])
+            escalated_at = await tx.claim_escalation(conv.conversation_id, who.id, time.time())  # stops the ladder
+            facts.claimed = True
+            if escalated_at is not None:
+                facts.waited_s = time.time() - escalated_at
             transcript = await tx.events_after(conv.conversation_id, 0)
             claimed = {"conversation_id": conv.conversation_id, "agent_id": who.id, "agent_name": who.name,
                        "seq": seq}
@@ -513,7 +607,18 @@ class HandoffService:
                 suggest=SuggestionRequest(conv.conversation_id, conv.bot_id, who.id, seq) if self.suggesting else None,
             )
 
-        return await self._write(op)
+        facts = _Facts()
+        try:
+            out = await self._write(op)
+        except HandoffError as exc:
+            if exc.code == ERR_ALREADY_CLAIMED and facts.bot_id:
+                self.metrics.claim_races_lost.labels(facts.bot_id).inc()
+            raise
+        if facts.claimed:
+            self.metrics.claims.labels(facts.bot_id).inc()
+            if facts.waited_s is not None:
+                self.metrics.time_to_claim.labels(facts.bot_id).observe(facts.waited_s)
+        return out
 
     async def hand_back(self, who: Principal, data: p.HandBackIn) -> Outcome:
         """Agent -> bot: the bot gets every message since the latest escalation (event and webhook)."""
@@ -530,6 +635,8 @@ class HandoffService:
                 raise _Retry
             event = self._event(conv, seq, KIND_HANDED_BACK, who, status=target.value, note=data.note)
             await tx.insert_events([event])
+            await tx.close_escalations(conv.conversation_id)
+            facts.bot_id = conv.bot_id
             since = await tx.latest_escalation_seq(conv.conversation_id) or 0
             handed = {"conversation_id": conv.conversation_id, "note": data.note,
                       "turns": await tx.messages_after(conv.conversation_id, since), "seq": seq}
@@ -545,7 +652,9 @@ class HandoffService:
             ]
             return out
 
+        facts = _Facts()
         out = await self._write(op)
+        self.metrics.hand_backs.labels(facts.bot_id).inc()
         out.broadcasts.extend(self._typing_done(data.conversation_id, who))
         return out
 
@@ -565,12 +674,17 @@ class HandoffService:
                 raise _Retry
             event = self._event(conv, seq, KIND_RESOLVED, who, status=target.value)
             await tx.insert_events([event])
+            if who.role == ROLE_AGENT:
+                await tx.close_escalations(conv.conversation_id)
+            facts.bot_id = conv.bot_id
             return Outcome(ack={"status": target.value, "seq": seq},
                            broadcasts=[Broadcast(EV_STATUS, self._status(conv, event),
                                                  _everyone(conv))],
                            subscribe=(conv.conversation_id, who.role))
 
+        facts = _Facts()
         out = await self._write(op)
+        self.metrics.resolutions.labels(facts.bot_id).inc()
         out.broadcasts.extend(self._typing_done(data.conversation_id, who))
         return out
 
@@ -631,6 +745,72 @@ class HandoffService:
             return Outcome(subscribe=(conv.conversation_id, who.role))
 
         return await self._write(op)
+
+    # -- the unclaimed-escalation ladder (B10; handoff.ladder) --------------------------------------------
+    async def ladder_step(self, row: EscalationRow) -> Outcome | None:
+        """Fire the escalation's due rung, if it is still due and the conversation still waits for this escalation.
+
+        One transaction reads the row, checks the conversation, and moves ``next_rung`` on with a compare-and-set
+        (so exactly one process fires a rung); the fallback webhook is written to the outbox in that same
+        transaction. The reminder and the wait notice leave after the commit. Returns None when there was nothing
+        to do (claimed meanwhile, fired by another process, not due yet).
+        """
+        now = time.time()
+        notice: EscalationNotice | None = None
+        fired = ""
+
+        async def op(tx: Tx) -> Outcome | None:
+            nonlocal notice, fired
+            notice, fired = None, ""
+            esc = await tx.escalation(row.conversation_id, row.escalated_seq)
+            if esc is None or esc.due_at is None or esc.due_at > now or esc.next_rung >= len(esc.plan):
+                return None
+            conv = await tx.conversation(esc.conversation_id)
+            if conv is None or conv.status != STATUS_WAITING \
+                    or await tx.latest_escalation_seq(conv.conversation_id) != esc.escalated_seq:
+                await tx.end_ladder(esc.conversation_id, esc.escalated_seq)  # the escalation is over
+                return None
+            rung = esc.plan[esc.next_rung][1]
+            after = esc.plan[esc.next_rung + 1][0] if esc.next_rung + 1 < len(esc.plan) else None
+            if not await tx.advance_rung(esc.conversation_id, esc.escalated_seq, esc.next_rung, after):
+                return None  # another process fired it
+            fired = rung
+            waited = now - esc.escalated_at
+            out = Outcome()
+            bot = await tx.bot(conv.bot_id)
+            preview = await tx.last_customer_text(conv.conversation_id)
+            preview = preview[:PREVIEW_CHARS] if preview is not None else None
+            if rung == RUNG_RENOTIFY:
+                reminders = sum(1 for _, r in esc.plan[: esc.next_rung + 1] if r == RUNG_RENOTIFY)
+                notice = EscalationNotice(conv.conversation_id, conv.bot_id, conv.reason, preview,
+                                          conv.waiting_since or now_iso(), esc.escalated_seq,
+                                          bot_name=bot.name if bot else conv.bot_id, renotify=reminders)
+                return out
+            samples = await tx.recent_claim_times(conv.bot_id, self.expected_wait_samples)
+            expected = expected_wait(samples, waited)
+            if rung == RUNG_WAIT_NOTICE:
+                payload = {"conversation_id": conv.conversation_id, "status": conv.status, "notice": "expected_wait",
+                           "expected_wait_s": expected, "waited_s": round(waited, 1),
+                           "waiting_since": conv.waiting_since}
+                out.broadcasts.append(Broadcast(EV_STATUS, payload, _everyone(conv), skip_sender=False))
+            elif rung == RUNG_FALLBACK:
+                url = self.ladder.merged(bot.ladder if bot else None).fallback_webhook
+                if url:
+                    body = {"event": "unclaimed", "bot_id": conv.bot_id, "conversation_id": conv.conversation_id,
+                            "seq": esc.escalated_seq, "reason": conv.reason, "preview": preview,
+                            "waiting_since": conv.waiting_since, "waited_s": round(waited, 1),
+                            "expected_wait_s": expected}
+                    await tx.enqueue_webhook(conv.bot_id, conv.conversation_id, url, body)
+                    out.webhook_enqueued = True
+            return out
+
+        out = await self._write(op)
+        if fired:
+            self.metrics.rungs.labels(row.bot_id, fired).inc()
+            log.info("ladder: %s of %s@%d fired", fired, row.conversation_id, row.escalated_seq)
+        if notice is not None:
+            await self.notifier.escalated(notice)
+        return out
 
     # -- the copilot sidebar (background) ----------------------------------------------------------------
     async def _fresh(self, tx: Tx, req: SuggestionRequest) -> ConversationRow | None:

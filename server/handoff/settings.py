@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 PREFIX = "HANDOFF_"
+MAX_LADDER_S = 7 * 24 * 3600.0
 
 
 class SettingsError(ValueError):
@@ -46,6 +47,31 @@ class Settings:
         webhook_secret: when set, each webhook carries ``X-Handoff-Signature: sha256=<HMAC of the body>``.
         sqlite_synchronous: SQLite ``PRAGMA synchronous`` (FULL survives power loss; NORMAL survives a killed
             process and is faster).
+        push_ttl_s: how long a push service keeps an undelivered notification (Web Push ``TTL``, FCM ``ttl``, APNs
+            ``apns-expiration``): an escalation is stale after a minute or two, and the ladder notifies again.
+        push_urgency: Web Push ``Urgency`` (RFC 8030); ``high`` wakes a sleeping phone.
+        push_timeout_s: one push request is abandoned after this long (and retried).
+        push_max_attempts, push_backoff_s, push_backoff_max_s: retries of a push answered 429 or 5xx (or not at
+            all): doubling from push_backoff_s (or the service's ``Retry-After``), capped, never past the TTL.
+        push_parallel: pushes in flight at once per fan-out.
+        vapid_private_key: the Web Push (VAPID, RFC 8292) private key: PEM text, or the raw 32-byte P-256 scalar
+            in base64url. Without it (and without vapid_key_file) a key is generated on first start and stored in
+            the database, so every process of a deployment signs with the same key across restarts.
+        vapid_key_file: a PEM file holding the VAPID private key; generated there (mode 0600) when absent.
+        vapid_subject: the VAPID ``sub`` claim, the operator's contact (``mailto:`` or ``https:``). Push services
+            use it to reach the operator; some (Apple's) refuse pushes without a real one.
+        fcm_service_account_file: a Firebase service-account JSON (project_id, client_email, private_key,
+            token_uri); without it, FCM devices are recorded as ``skipped``.
+        fcm_endpoint: FCM's base URL (``{fcm_endpoint}/v1/projects/{project}/messages:send``).
+        apns_key_file, apns_key_id, apns_team_id, apns_topic: APNs token authentication (the .p8 key, its key id,
+            the team id) and the app's bundle id; all four or APNs devices are recorded as ``skipped``.
+        apns_endpoint: APNs' base URL (``https://api.sandbox.push.apple.com`` for development builds).
+        ladder_renotify_after_s, ladder_wait_notice_after_s, ladder_fallback_after_s: the unclaimed-escalation
+            ladder's default rungs in seconds after the escalation (a bot's own ``ladder`` overrides them; ``off``
+            disables a rung): notify the agents again, tell the customer the expected wait, call the fallback webhook.
+        ladder_poll_s: how often the ladder looks for due rungs written by other processes.
+        expected_wait_samples: how many of the bot's latest times to claim the expected wait is estimated from.
+        metrics_token: when set, ``GET /metrics`` needs ``Authorization: Bearer <metrics_token>``.
         cors_origins: origins allowed to open Socket.IO connections from a browser on another origin.
         log_level: logging level name for ``handoff serve``.
     """
@@ -74,23 +100,63 @@ class Settings:
     webhook_poll_s: float = 2.0
     webhook_secret: str | None = None
     sqlite_synchronous: str = "FULL"
+    push_ttl_s: int = 120
+    push_urgency: str = "high"
+    push_timeout_s: float = 10.0
+    push_max_attempts: int = 4
+    push_backoff_s: float = 1.0
+    push_backoff_max_s: float = 30.0
+    push_parallel: int = 64
+    vapid_private_key: str | None = None
+    vapid_key_file: Path | None = None
+    vapid_subject: str = "mailto:handoff@localhost"
+    fcm_service_account_file: Path | None = None
+    fcm_endpoint: str = "https://fcm.googleapis.com"
+    apns_key_file: Path | None = None
+    apns_key_id: str | None = None
+    apns_team_id: str | None = None
+    apns_topic: str | None = None
+    apns_endpoint: str = "https://api.push.apple.com"
+    ladder_renotify_after_s: float | None = 120.0
+    ladder_wait_notice_after_s: float | None = 60.0
+    ladder_fallback_after_s: float | None = 300.0
+    ladder_poll_s: float = 1.0
+    expected_wait_samples: int = 50
+    metrics_token: str | None = None
     cors_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
         positive = ("typing_timeout_s", "typing_throttle_s", "rate_limit_per_s", "bot_rate_limit_per_s",
                     "http_rate_limit_per_s", "suggestion_timeout_s", "webhook_timeout_s", "webhook_backoff_s",
-                    "webhook_backoff_max_s", "webhook_poll_s")
+                    "webhook_backoff_max_s", "webhook_poll_s", "push_timeout_s", "push_backoff_s",
+                    "push_backoff_max_s", "ladder_poll_s")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be > 0, not {getattr(self, name)!r}")
         for name in ("rate_limit_burst", "bot_rate_limit_burst", "http_rate_limit_burst", "max_body_bytes",
-                     "suggestions_k", "webhook_max_attempts"):
+                     "suggestions_k", "webhook_max_attempts", "push_ttl_s", "push_max_attempts", "push_parallel",
+                     "expected_wait_samples"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be >= 1, not {getattr(self, name)!r}")
         if self.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise SettingsError(f"{PREFIX}SQLITE_SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA, "
                                 f"not {self.sqlite_synchronous!r}")
+        if self.push_urgency not in ("very-low", "low", "normal", "high"):
+            raise SettingsError(f"{PREFIX}PUSH_URGENCY must be very-low, low, normal or high, "
+                                f"not {self.push_urgency!r}")
+        if not self.vapid_subject.startswith(("mailto:", "https:")):
+            raise SettingsError(f"{PREFIX}VAPID_SUBJECT must be a mailto: or https: URI (RFC 8292), "
+                                f"not {self.vapid_subject!r}")
+        for name in ("ladder_renotify_after_s", "ladder_wait_notice_after_s", "ladder_fallback_after_s"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= MAX_LADDER_S:
+                raise SettingsError(f"{PREFIX}{name.upper()} must be between 0 and {MAX_LADDER_S:.0f} s or off, "
+                                    f"not {value!r}")
+        apns = (self.apns_key_file, self.apns_key_id, self.apns_team_id, self.apns_topic)
+        if any(v is not None for v in apns) and not all(v is not None for v in apns):
+            raise SettingsError(f"{PREFIX}APNS_KEY_FILE, {PREFIX}APNS_KEY_ID, {PREFIX}APNS_TEAM_ID and "
+                                f"{PREFIX}APNS_TOPIC go together: set all four or none")
         if not self.database_url.strip():
             raise SettingsError(f"{PREFIX}DATABASE_URL must not be empty")
 
@@ -119,6 +185,16 @@ def _parse(key: str, raw: str, parser: Callable[[str], Any]) -> Any:
         raise SettingsError(f"{key}: cannot use {raw!r} ({parser.__name__} expected)") from None
 
 
+def _seconds_or_off(raw: str) -> float | None:
+    """A number of seconds, or ``off``/``none`` for a rung that never fires."""
+    if raw.lower() in ("off", "none"):
+        return None
+    return float(raw)
+
+
+_seconds_or_off.__name__ = "seconds or off"
+
+
 def _origins(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
@@ -142,4 +218,18 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "webhook_backoff_max_s": float,
     "webhook_poll_s": float,
     "cors_origins": _origins,
+    "push_ttl_s": int,
+    "push_timeout_s": float,
+    "push_max_attempts": int,
+    "push_backoff_s": float,
+    "push_backoff_max_s": float,
+    "push_parallel": int,
+    "vapid_key_file": Path,
+    "fcm_service_account_file": Path,
+    "apns_key_file": Path,
+    "ladder_renotify_after_s": _seconds_or_off,
+    "ladder_wait_notice_after_s": _seconds_or_off,
+    "ladder_fallback_after_s": _seconds_or_off,
+    "ladder_poll_s": float,
+    "expected_wait_samples": int,
 }

@@ -54,7 +54,8 @@ from sqlalchemy.sql.base import Executable
 
 from copilot.protocol import KIND_CLAIMED, KIND_ESCALATED, KIND_MESSAGE, STATUS_WAITING
 
-__all__ = ["IntegrityError", "PostgresStore", "SqliteStore", "Store", "Tx", "metadata", "now_iso", "open_store"]
+__all__ = ["DeviceRow", "EscalationRow", "IntegrityError", "PostgresStore", "SqliteStore", "Store", "Tx", "metadata",
+           "now_iso", "open_store"]
 
 ID = String(200)
 TIME = String(40)  # ISO 8601 in UTC, e.g. 2025-01-31T12:00:00.123Z: exact round trip on every database
@@ -67,6 +68,8 @@ bots = Table(
     Column("name", String(200), nullable=False),
     Column("handback_webhook", Text, nullable=True),
     Column("created_at", TIME, nullable=False),
+    # The bot's own unclaimed-escalation ladder (JSON, handoff.ladder.LadderConfig); NULL: the server's defaults.
+    Column("ladder", Text, nullable=True),
 )
 
 agents = Table(
@@ -187,6 +190,54 @@ webhook_outbox = Table(
     Index("ix_webhook_outbox_due", "state", "next_attempt_at"),
 )
 
+# One row per escalation: the unclaimed-escalation ladder's plan and progress (B10) and the handoff's timings (B13).
+# A rung is due when ``due_at`` passes; claiming sets ``claimed_at`` and clears ``due_at``, which stops the ladder.
+# Times are epoch seconds: they are compared and subtracted, never shown.
+escalations = Table(
+    "escalations", metadata,
+    Column("conversation_id", ID, ForeignKey("conversations.conversation_id"), nullable=False),
+    Column("escalated_seq", Integer, nullable=False),
+    Column("bot_id", ID, nullable=False),
+    Column("state", String(16), nullable=False),  # waiting | claimed | closed
+    Column("escalated_at", Float, nullable=False),
+    Column("plan", Text, nullable=False),  # JSON [[at, rung], ...]: the ladder's rungs in firing order
+    Column("next_rung", Integer, nullable=False),  # index into plan of the next rung to fire
+    Column("due_at", Float, nullable=True),  # when that rung fires; NULL: the ladder is over
+    Column("claimed_at", Float, nullable=True),
+    Column("claimed_by", ID, nullable=True),
+    Column("first_reply_at", Float, nullable=True),
+    PrimaryKeyConstraint("conversation_id", "escalated_seq"),
+    Index("ix_escalations_due", "due_at"),
+    Index("ix_escalations_bot_claimed", "bot_id", "claimed_at"),
+)
+
+# Every push's final outcome (handoff.push): delivered, expired (the device was removed), failed, or skipped.
+push_deliveries = Table(
+    "push_deliveries", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("device_id", String(64), nullable=False),  # no foreign key: an expired device is deleted, its log stays
+    Column("agent_id", ID, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("conversation_id", ID, nullable=False),
+    Column("escalated_seq", Integer, nullable=False),
+    Column("renotify", Integer, nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("status", Integer, nullable=True),  # the push service's last HTTP status
+    Column("attempts", Integer, nullable=False),
+    Column("error", Text, nullable=True),
+    Column("latency_ms", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_push_deliveries_conversation", "conversation_id"),
+)
+
+# Secrets the server generates for itself and every process must share (the VAPID key when none is configured).
+server_secrets = Table(
+    "server_secrets", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("created_at", TIME, nullable=False),
+)
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 _PG_MIGRATION_LOCK = 0x68616E64  # "hand": one process migrates at a time
 
@@ -201,6 +252,30 @@ class BotRow:
     bot_id: str
     name: str
     handback_webhook: str | None
+    ladder: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class EscalationRow:
+    """One escalation's ladder and timings (table ``escalations``)."""
+
+    conversation_id: str
+    escalated_seq: int
+    bot_id: str
+    state: str
+    escalated_at: float
+    plan: list[tuple[float, str]]
+    next_rung: int
+    due_at: float | None
+    claimed_at: float | None
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    device_id: str
+    agent_id: str
+    kind: str
+    subscription: Any  # the Web Push subscription object, or the FCM/APNs device token
 
 
 @dataclass(frozen=True)
@@ -253,6 +328,13 @@ def event_wire(row: Any) -> dict[str, Any]:
     return out
 
 
+def _escalation(row: Any) -> EscalationRow:
+    return EscalationRow(row.conversation_id, row.escalated_seq, row.bot_id, row.state, float(row.escalated_at),
+                         [(float(at), str(rung)) for at, rung in json.loads(row.plan)], row.next_rung,
+                         None if row.due_at is None else float(row.due_at),
+                         None if row.claimed_at is None else float(row.claimed_at))
+
+
 def _conversation(row: Any) -> ConversationRow:
     return ConversationRow(row.conversation_id, row.bot_id, row.status, row.agent_id, row.customer_id,
                            row.last_seq, row.reason, row.waiting_since, row.created_at)
@@ -288,7 +370,18 @@ _SELECT_FOR_MESSAGE = (
 )
 
 
-_HOT = (_SELECT_CONVERSATION, _ADVANCE, _SELECT_FOR_MESSAGE, _INSERT_EVENT)
+# An agent's message: the first one after the claim records the time to first reply (one statement, so the database
+# decides "first" even across processes).
+_FIRST_REPLY = (
+    update(escalations)
+    .where(and_(escalations.c.conversation_id == bindparam("cid"), escalations.c.state == bindparam("state"),
+                escalations.c.first_reply_at.is_(None)))
+    .values(first_reply_at=bindparam("now", type_=Float))
+    .returning(escalations.c.escalated_at)
+)
+
+
+_HOT = (_SELECT_CONVERSATION, _ADVANCE, _SELECT_FOR_MESSAGE, _INSERT_EVENT, _FIRST_REPLY)
 
 
 def _hot_sqlite() -> dict[int, str]:
@@ -430,7 +523,9 @@ class Tx:
 
     async def bot(self, bot_id: str) -> BotRow | None:
         row = (await self._x(select(bots).where(bots.c.bot_id == bot_id))).first()
-        return BotRow(row.bot_id, row.name, row.handback_webhook) if row else None
+        if row is None:
+            return None
+        return BotRow(row.bot_id, row.name, row.handback_webhook, json.loads(row.ladder) if row.ladder else None)
 
     async def existing_bots(self, bot_ids: Iterable[str]) -> set[str]:
         ids = list(bot_ids)
@@ -439,13 +534,21 @@ class Tx:
         rows = await self._x(select(bots.c.bot_id).where(bots.c.bot_id.in_(ids)))
         return {r.bot_id for r in rows}
 
-    async def insert_bot(self, bot_id: str, name: str, handback_webhook: str | None) -> None:
+    async def insert_bot(self, bot_id: str, name: str, handback_webhook: str | None,
+                         ladder: dict[str, Any] | None = None) -> None:
         await self._x(insert(bots).values(
-            bot_id=bot_id, name=name, handback_webhook=handback_webhook, created_at=now_iso()))
+            bot_id=bot_id, name=name, handback_webhook=handback_webhook, created_at=now_iso(),
+            ladder=json.dumps(ladder) if ladder is not None else None))
 
-    async def update_bot(self, bot_id: str, name: str, handback_webhook: str | None) -> None:
+    async def update_bot(self, bot_id: str, name: str, handback_webhook: str | None,
+                         ladder: dict[str, Any] | None = None) -> None:
         await self._x(update(bots).where(bots.c.bot_id == bot_id).values(
-            name=name, handback_webhook=handback_webhook))
+            name=name, handback_webhook=handback_webhook, ladder=json.dumps(ladder) if ladder is not None else None))
+
+    async def set_bot_ladder(self, bot_id: str, ladder: dict[str, Any] | None) -> bool:
+        result = await self._x(update(bots).where(bots.c.bot_id == bot_id).values(
+            ladder=json.dumps(ladder) if ladder is not None else None).returning(bots.c.bot_id))
+        return result.first() is not None
 
     async def agent(self, agent_id: str) -> AgentRow | None:
         row = (await self._x(select(agents).where(agents.c.agent_id == agent_id))).first()
@@ -593,9 +696,118 @@ class Tx:
 
     async def devices_of(self, agent_id: str) -> list[dict[str, Any]]:
         rows = await self._x(select(devices).where(devices.c.agent_id == agent_id)
-                                       .order_by(devices.c.created_at))
-        return [{"device_id": r.device_id, "kind": r.kind, "subscription": json.loads(r.subscription)}
-                for r in rows]
+                                       .order_by(devices.c.created_at, devices.c.device_id))
+        return [{"device_id": r.device_id, "kind": r.kind, "subscription": json.loads(r.subscription),
+                 "created_at": r.created_at} for r in rows]
+
+    async def devices_for_bot(self, bot_id: str) -> list[DeviceRow]:
+        """Every registered device of every agent registered for the bot (whom an escalation is pushed to)."""
+        rows = await self._x(
+            select(devices.c.device_id, devices.c.agent_id, devices.c.kind, devices.c.subscription)
+            .select_from(devices.join(agent_bots, agent_bots.c.agent_id == devices.c.agent_id))
+            .where(agent_bots.c.bot_id == bindparam("bot_id")).order_by(devices.c.device_id),
+            {"bot_id": bot_id})
+        return [DeviceRow(r.device_id, r.agent_id, r.kind, json.loads(r.subscription)) for r in rows]
+
+    async def delete_device(self, agent_id: str, device_id: str) -> bool:
+        """Remove one of this agent's devices; False when it has no such device."""
+        result = await self._x(devices.delete().where(and_(
+            devices.c.device_id == device_id, devices.c.agent_id == agent_id)).returning(devices.c.device_id))
+        return result.first() is not None
+
+    async def delete_devices(self, device_ids: Iterable[str]) -> None:
+        ids = list(device_ids)
+        if ids:
+            await self._x(devices.delete().where(devices.c.device_id.in_(ids)))
+
+    async def insert_push_deliveries(self, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            await self._x(insert(push_deliveries), list(rows))
+
+    async def push_deliveries_for(self, conversation_id: str) -> list[dict[str, Any]]:
+        rows = await self._x(select(push_deliveries).where(push_deliveries.c.conversation_id == conversation_id)
+                             .order_by(push_deliveries.c.id))
+        return [dict(r._mapping) for r in rows]
+
+    # -- the unclaimed-escalation ladder and handoff timings ----------------------------------------------
+    async def insert_escalation(self, conversation_id: str, escalated_seq: int, bot_id: str, escalated_at: float,
+                                plan: Sequence[tuple[float, str]]) -> None:
+        await self._x(insert(escalations).values(
+            conversation_id=conversation_id, escalated_seq=escalated_seq, bot_id=bot_id, state="waiting",
+            escalated_at=escalated_at, plan=json.dumps([list(p) for p in plan]), next_rung=0,
+            due_at=plan[0][0] if plan else None, claimed_at=None, claimed_by=None, first_reply_at=None))
+
+    async def claim_escalation(self, conversation_id: str, agent_id: str, now: float) -> float | None:
+        """The waiting escalation is claimed: its ladder stops. Returns when it was escalated (None if no row)."""
+        row = (await self._x(
+            update(escalations).where(and_(escalations.c.conversation_id == conversation_id,
+                                           escalations.c.state == "waiting"))
+            .values(state="claimed", claimed_at=now, claimed_by=agent_id, due_at=None)
+            .returning(escalations.c.escalated_at))).first()
+        return None if row is None else float(row[0])
+
+    async def first_reply(self, conversation_id: str, now: float) -> float | None:
+        """Mark the claiming agent's first reply; returns when the escalation happened, only the first time."""
+        row = (await self._x(_FIRST_REPLY, {"cid": conversation_id, "state": "claimed", "now": now})).first()
+        return None if row is None else float(row[0])
+
+    async def close_escalations(self, conversation_id: str) -> None:
+        """The handoff is over (handed back or resolved): a later agent message is no longer a first reply."""
+        await self._x(update(escalations).where(and_(escalations.c.conversation_id == conversation_id,
+                                                     escalations.c.state != "closed"))
+                      .values(state="closed", due_at=None))
+
+    async def escalation(self, conversation_id: str, escalated_seq: int) -> EscalationRow | None:
+        row = (await self._x(select(escalations).where(and_(
+            escalations.c.conversation_id == conversation_id,
+            escalations.c.escalated_seq == escalated_seq)))).first()
+        return _escalation(row) if row else None
+
+    async def due_escalations(self, now: float, limit: int) -> list[EscalationRow]:
+        rows = await self._x(select(escalations).where(escalations.c.due_at <= now)
+                             .order_by(escalations.c.due_at).limit(limit))
+        return [_escalation(r) for r in rows]
+
+    async def next_due(self) -> float | None:
+        row = (await self._x(select(func.min(escalations.c.due_at)))).first()
+        return None if row is None or row[0] is None else float(row[0])
+
+    async def advance_rung(self, conversation_id: str, escalated_seq: int, fired: int,
+                           due_at: float | None) -> bool:
+        """Compare-and-set: rung ``fired`` is done (next: ``fired + 1`` at ``due_at``), if nobody did it first and
+        the escalation still waits. Of several processes finding the same due rung, exactly one gets True."""
+        result = await self._x(
+            update(escalations).where(and_(
+                escalations.c.conversation_id == conversation_id, escalations.c.escalated_seq == escalated_seq,
+                escalations.c.state == "waiting", escalations.c.next_rung == fired))
+            .values(next_rung=fired + 1, due_at=due_at).returning(escalations.c.next_rung))
+        return result.first() is not None
+
+    async def end_ladder(self, conversation_id: str, escalated_seq: int) -> None:
+        await self._x(update(escalations).where(and_(
+            escalations.c.conversation_id == conversation_id, escalations.c.escalated_seq == escalated_seq))
+            .values(due_at=None))
+
+    async def recent_claim_times(self, bot_id: str, limit: int) -> list[float]:
+        """Seconds from escalation to claim of the bot's latest ``limit`` claimed escalations, newest first."""
+        rows = await self._x(
+            select((escalations.c.claimed_at - escalations.c.escalated_at).label("waited"))
+            .where(and_(escalations.c.bot_id == bot_id, escalations.c.claimed_at.is_not(None)))
+            .order_by(escalations.c.claimed_at.desc()).limit(limit))
+        return [float(r.waited) for r in rows]
+
+    async def escalations_of(self, conversation_id: str) -> list[dict[str, Any]]:
+        rows = await self._x(select(escalations).where(escalations.c.conversation_id == conversation_id)
+                             .order_by(escalations.c.escalated_seq))
+        return [dict(r._mapping) for r in rows]
+
+    # -- secrets the server generates ---------------------------------------------------------------------
+    async def secret(self, name: str) -> str | None:
+        row = (await self._x(select(server_secrets.c.value).where(server_secrets.c.name == name))).first()
+        return None if row is None else str(row.value)
+
+    async def insert_secret(self, name: str, value: str) -> None:
+        await self._x(insert(server_secrets).values(name=name, value=value, created_at=now_iso()))
 
     # -- suggestions --------------------------------------------------------------------------------------
     async def insert_suggestions(self, rows: Sequence[dict[str, Any]]) -> None:
