@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -63,13 +64,21 @@ class Client:
         self.transports = transports or ["websocket"]
         self.sio = socketio.AsyncClient(reconnection=False)
         self.received: list[tuple[str, Any]] = []
+        self.arrived: list[float] = []  # time.perf_counter() of each received event, in step with ``received``
         self._changed = asyncio.Condition()
         self.sio.on("*", self._record, namespace=NAMESPACE)
 
     async def _record(self, event: str, data: Any) -> None:
+        arrived = time.perf_counter()
         async with self._changed:
             self.received.append((event, data))
+            self.arrived.append(arrived)
             self._changed.notify_all()
+
+    def arrival(self, event: str, where: Callable[[Any], bool] = lambda _: True) -> float:
+        """When the first received ``event`` satisfying ``where`` arrived (time.perf_counter())."""
+        return next(t for (name, data), t in zip(self.received, self.arrived, strict=True)
+                    if name == event and where(data))
 
     async def connect(self) -> Client:
         await self.sio.connect(self.url, auth={"token": self.token}, namespaces=[NAMESPACE],
@@ -256,12 +265,14 @@ class WebhookReceiver:
     def __init__(self, fail_first: int = 0) -> None:
         self.fail_first = fail_first
         self.calls: list[tuple[dict[str, str], bytes]] = []
+        self.arrived: list[float] = []  # time.perf_counter() of each call
         self.received = asyncio.Event()
         self.url = ""
         self._runner: web.AppRunner | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
         self.calls.append((dict(request.headers), await request.read()))
+        self.arrived.append(time.perf_counter())
         if len(self.calls) <= self.fail_first:
             return web.Response(status=503, text="try again")
         self.received.set()
