@@ -161,7 +161,7 @@ class PushReceived:
     headers: dict[str, str]
     claims: dict[str, Any]
     payload: dict[str, Any]
-    decrypted_at: float  # time.perf_counter() (CLOCK_MONOTONIC: comparable across processes on Linux)
+    decrypted_at: float  # time.monotonic(): CLOCK_MONOTONIC, comparable across processes on Linux
 
 
 class LocalPushService:
@@ -221,7 +221,7 @@ class LocalPushService:
             self.refused.append((sub_id, str(exc)))
             return web.Response(status=403 if "JWT" in str(exc) or "k is" in str(exc) else 400, text=str(exc))
         async with self._changed:
-            self.received.append(PushReceived(sub_id, dict(request.headers), claims, payload, time.perf_counter()))
+            self.received.append(PushReceived(sub_id, dict(request.headers), claims, payload, time.monotonic()))
             self._changed.notify_all()
         return web.Response(status=201, headers={"Location": f"{self.url}/message/{uuid.uuid4().hex}"})
 
