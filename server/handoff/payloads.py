@@ -7,11 +7,15 @@ Nothing is read from a payload anywhere else in the server.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from copilot.protocol import (
     CONVERSATION_ID_PATTERN,
@@ -336,6 +340,18 @@ def agent(payload: object) -> AgentIn:
     return AgentIn(agent_id, name, tuple(dict.fromkeys(raw)))
 
 
+def _push_key(value: str, name: str, size: int) -> None:
+    """A Web Push key as the Push API gives it (base64url): p256dh a P-256 point, auth 16 bytes."""
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        if len(raw) != size:
+            raise ValueError(f"{len(raw)} bytes instead of {size}")
+        if name == "p256dh":
+            ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw)
+    except (ValueError, binascii.Error) as exc:
+        raise invalid(f"device.subscription.keys: '{name}' is not a base64url {name} key ({exc})") from None
+
+
 def device(payload: object) -> DeviceIn:
     f = Fields(payload, "device")
     kind = str(f.choice("kind", DEVICE_KINDS))
@@ -347,8 +363,8 @@ def device(payload: object) -> DeviceIn:
         if urlsplit(endpoint).scheme not in ("http", "https"):
             raise invalid("device.subscription: 'endpoint' must be an http(s) URL")
         keys = Fields(sub.raw("keys"), "device.subscription.keys")
-        keys.req_text("p256dh", max_chars=200)
-        keys.req_text("auth", max_chars=200)
+        _push_key(keys.req_text("p256dh", max_chars=200), "p256dh", 65)
+        _push_key(keys.req_text("auth", max_chars=200), "auth", 16)
         keys.done()
         sub.raw("expirationTime", required=False)
         sub.done()

@@ -66,6 +66,7 @@ class BrowserSubscription:
     endpoint: str
     private_key: ec.EllipticCurvePrivateKey = field(default_factory=lambda: ec.generate_private_key(ec.SECP256R1()))
     auth: bytes = field(default_factory=lambda: os.urandom(16))
+    server_key_b64: str | None = None  # the applicationServerKey it was made with (else the service's)
 
     def json(self) -> dict[str, Any]:
         """``PushSubscription.toJSON()``: what the browser sends to the server."""
@@ -130,8 +131,13 @@ def verify_es256(token: str, public_key: ec.EllipticCurvePublicKey) -> tuple[dic
     return header, claims
 
 
-def verify_vapid(authorization: str, server_key_b64: str, audience: str) -> dict[str, Any]:
-    """Check ``Authorization: vapid t=<JWT>, k=<key>`` as a push service does; returns the JWT's claims."""
+def verify_vapid(authorization: str, server_key_b64: str, audience: str,
+                 verified: dict[tuple[str, str], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Check ``Authorization: vapid t=<JWT>, k=<key>`` as a push service does; returns the JWT's claims.
+
+    ``verified`` caches the claims of tokens whose signature already verified (an application server reuses one
+    token for many pushes, and push services remember it); ``aud``, ``exp`` and ``sub`` are checked every time.
+    """
     scheme, _, params = authorization.partition(" ")
     if scheme.lower() != "vapid":
         raise Refused(f"the Authorization scheme must be vapid (RFC 8292), not {scheme!r}")
@@ -140,8 +146,12 @@ def verify_vapid(authorization: str, server_key_b64: str, audience: str) -> dict
         raise Refused("vapid needs t= and k=")
     if parts["k"] != server_key_b64:
         raise Refused("k is not the application server key the subscription was made with")
-    key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b64d(parts["k"]))
-    _, claims = verify_es256(parts["t"], key)
+    claims = verified.get((parts["t"], parts["k"])) if verified is not None else None
+    if claims is None:
+        key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b64d(parts["k"]))
+        _, claims = verify_es256(parts["t"], key)
+        if verified is not None:
+            verified[(parts["t"], parts["k"])] = claims
     now = time.time()
     if claims.get("aud") != audience:
         raise Refused(f"aud {claims.get('aud')!r} is not this push service's origin {audience!r}")
@@ -162,6 +172,7 @@ class PushReceived:
     claims: dict[str, Any]
     payload: dict[str, Any]
     decrypted_at: float  # time.monotonic(): CLOCK_MONOTONIC, comparable across processes on Linux
+    arrived_at: float = 0.0  # when the request's body was read, before the gate, checks and decryption
 
 
 class LocalPushService:
@@ -182,13 +193,16 @@ class LocalPushService:
         self.refused: list[tuple[str, str]] = []
         self.gate = asyncio.Event()
         self.gate.set()
+        self.verified: dict[tuple[str, str], dict[str, Any]] = {}
         self.url = ""
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
 
-    def subscribe(self) -> BrowserSubscription:
+    def subscribe(self, server_key_b64: str | None = None) -> BrowserSubscription:
+        """A new subscription, as ``pushManager.subscribe({applicationServerKey})`` makes (default: the service's
+        ``server_key_b64``, read when a push arrives)."""
         sub_id = uuid.uuid4().hex
-        sub = BrowserSubscription(f"{self.url}/push/{sub_id}")
+        sub = BrowserSubscription(f"{self.url}/push/{sub_id}", server_key_b64=server_key_b64)
         self.subscriptions[sub_id] = sub
         return sub
 
@@ -198,6 +212,7 @@ class LocalPushService:
     async def handle(self, request: web.Request) -> web.Response:
         sub_id = request.match_info["sub_id"]
         body = await request.read()
+        arrived = time.monotonic()
         self.requests.append(sub_id)
         await self.gate.wait()
         sub = self.subscriptions.get(sub_id)
@@ -210,7 +225,8 @@ class LocalPushService:
                 headers = {"Retry-After": self.retry_after[sub_id]} if sub_id in self.retry_after else {}
                 return web.Response(status=status, text=f"answering {status} as told", headers=headers)
         try:
-            claims = verify_vapid(request.headers.get("Authorization", ""), self.server_key_b64, self.url)
+            claims = verify_vapid(request.headers.get("Authorization", ""), sub.server_key_b64 or self.server_key_b64,
+                                  self.url, self.verified)
             for name, want in (("Content-Encoding", "aes128gcm"),):
                 if request.headers.get(name) != want:
                     raise Refused(f"{name} must be {want!r}")
@@ -221,7 +237,8 @@ class LocalPushService:
             self.refused.append((sub_id, str(exc)))
             return web.Response(status=403 if "JWT" in str(exc) or "k is" in str(exc) else 400, text=str(exc))
         async with self._changed:
-            self.received.append(PushReceived(sub_id, dict(request.headers), claims, payload, time.monotonic()))
+            self.received.append(PushReceived(sub_id, dict(request.headers), claims, payload, time.monotonic(),
+                                              arrived))
             self._changed.notify_all()
         return web.Response(status=201, headers={"Location": f"{self.url}/message/{uuid.uuid4().hex}"})
 

@@ -182,8 +182,11 @@ async def test_devices_are_listed_and_removed_by_their_agent_only(server: Server
     assert status == 404
     assert [d["kind"] for d in (await server.expect("GET", "/agents/me/devices", alice.token))["devices"]] == ["fcm"]
 
-    for bad in ({"kind": "webpush", "subscription": {"endpoint": "ftp://x", "keys": {"p256dh": "a", "auth": "b"}}},
+    keys = sub.json()["keys"]
+    for bad in ({"kind": "webpush", "subscription": {**sub.json(), "endpoint": "ftp://x/y"}},
                 {"kind": "webpush", "subscription": {**sub.json(), "extra": 1}},
+                {"kind": "webpush", "subscription": {**sub.json(), "keys": {**keys, "auth": keys["auth"][:-4]}}},
+                {"kind": "webpush", "subscription": {**sub.json(), "keys": {**keys, "p256dh": "B" + "A" * 86}}},
                 {"kind": "carrier-pigeon", "subscription": "x"}):
         status, body = await server.request("POST", "/agents/me/devices", alice.token, json=bad)
         assert status == 400 and body["error"]["code"] == "invalid_payload"

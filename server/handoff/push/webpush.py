@@ -1,7 +1,8 @@
 """Web Push (RFC 8030) with VAPID (RFC 8292) and aes128gcm payload encryption (RFC 8291), using pywebpush's parts.
 
-The payload is encrypted by ``pywebpush.WebPusher.encode`` (``http_ece``: an ephemeral P-256 key per push, ECDH
-with the subscription's ``p256dh`` key, HKDF with its ``auth`` secret); the VAPID JWT is signed by ``py_vapid``
+The payload is encrypted by ``http_ece`` (pywebpush's encryption layer: an ephemeral P-256 key per push, ECDH with
+the subscription's ``p256dh`` key, HKDF with its ``auth`` secret, one aes128gcm record); the VAPID JWT is signed by
+``py_vapid``
 (ES256, ``aud`` = the push service's origin, ``exp`` 12 hours ahead, ``sub`` the operator's contact) and reused per
 origin for an hour. The request goes out on the app's shared aiohttp session, so pushes to one push service reuse
 connections.
@@ -18,16 +19,17 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import http_ece
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid02, VapidException
-from pywebpush import WebPusher
 
 from handoff.push.base import DELIVERED, RETRY, Attempt, PushMessage, by_status, retry_after
-from handoff.push.jws import b64url
+from handoff.push.jws import b64url, b64url_decode
 from handoff.settings import Settings, SettingsError
 from handoff.store import DeviceRow, IntegrityError, Store, Tx
 
@@ -109,6 +111,14 @@ def public_key_b64(vapid: Vapid02) -> str:
     return b64url(raw)
 
 
+def encrypt(subscription: dict[str, Any], data: bytes) -> bytes:
+    """The aes128gcm body of one push to ``subscription`` (RFC 8291), with a fresh application-server key pair."""
+    keys = subscription["keys"]
+    return bytes(http_ece.encrypt(data, salt=None, private_key=ec.generate_private_key(ec.SECP256R1()),
+                                  dh=b64url_decode(keys["p256dh"]), auth_secret=b64url_decode(keys["auth"]),
+                                  version="aes128gcm"))
+
+
 class WebPushSender:
     """Pushes to Web Push subscriptions (``{endpoint, keys: {p256dh, auth}}``)."""
 
@@ -137,7 +147,7 @@ class WebPushSender:
     async def send(self, device: DeviceRow, message: PushMessage) -> Attempt:
         subscription = device.subscription
         endpoint = str(subscription["endpoint"])
-        body = WebPusher(subscription).encode(json.dumps(message.web_payload()).encode("utf-8"), "aes128gcm")["body"]
+        body = encrypt(subscription, json.dumps(message.web_payload()).encode("utf-8"))
         headers = {"Authorization": self.authorization(endpoint), "Content-Encoding": "aes128gcm",
                    "Content-Type": "application/octet-stream", "TTL": str(message.ttl_s),
                    "Urgency": message.urgency, "Topic": message.short_topic()}
