@@ -25,6 +25,7 @@ from copilot.protocol import (
     ERR_TOO_LARGE,
     ERR_UNAUTHORIZED,
     ROLE_ADMIN,
+    VAPID_PUBLIC_KEY_PATH,
 )
 from handoff import payloads
 from handoff.auth import ADMIN, Principal, hash_token, is_admin_key, principal_for
@@ -121,7 +122,7 @@ class HttpApi:
             web.post(f"{api}/agents/me/devices", self.register_device),
             web.get(f"{api}/agents/me/devices", self.devices),
             web.delete(f"{api}/agents/me/devices/{{device_id}}", self.remove_device),
-            web.get(f"{api}/push/vapid-public-key", self.vapid_key),
+            web.get(f"{api}{VAPID_PUBLIC_KEY_PATH}", self.vapid_key),
             web.get(f"{api}/bots/{{bot_id}}/ladder", self.get_ladder),
             web.put(f"{api}/bots/{{bot_id}}/ladder", self.put_ladder),
             web.get("/metrics", self.metrics),

@@ -43,6 +43,7 @@ from copilot.protocol import (
     KIND_MESSAGE,
     KIND_REOPENED,
     KIND_RESOLVED,
+    NOTICE_EXPECTED_WAIT,
     PREVIEW_CHARS,
     ROLE_ADMIN,
     ROLE_AGENT,
@@ -50,6 +51,7 @@ from copilot.protocol import (
     ROLE_CUSTOMER,
     STATUS_WAITING,
     TYPING_STOP,
+    WEBHOOK_UNCLAIMED,
 )
 from handoff import payloads as p
 from handoff.auth import Principal, hash_token, new_token
@@ -789,14 +791,14 @@ class HandoffService:
             samples = await tx.recent_claim_times(conv.bot_id, self.expected_wait_samples)
             expected = expected_wait(samples, waited)
             if rung == RUNG_WAIT_NOTICE:
-                payload = {"conversation_id": conv.conversation_id, "status": conv.status, "notice": "expected_wait",
-                           "expected_wait_s": expected, "waited_s": round(waited, 1),
+                payload = {"conversation_id": conv.conversation_id, "status": conv.status,
+                           "notice": NOTICE_EXPECTED_WAIT, "expected_wait_s": expected, "waited_s": round(waited, 1),
                            "waiting_since": conv.waiting_since}
                 out.broadcasts.append(Broadcast(EV_STATUS, payload, _everyone(conv), skip_sender=False))
             elif rung == RUNG_FALLBACK:
                 url = self.ladder.merged(bot.ladder if bot else None).fallback_webhook
                 if url:
-                    body = {"event": "unclaimed", "bot_id": conv.bot_id, "conversation_id": conv.conversation_id,
+                    body = {"event": WEBHOOK_UNCLAIMED, "bot_id": conv.bot_id, "conversation_id": conv.conversation_id,
                             "seq": esc.escalated_seq, "reason": conv.reason, "preview": preview,
                             "waiting_since": conv.waiting_since, "waited_s": round(waited, 1),
                             "expected_wait_s": expected}

@@ -89,6 +89,12 @@ FEEDBACK_EDITED: Final = "edited"
 FEEDBACK_IGNORED: Final = "ignored"
 FEEDBACK_ACTIONS: Final = (FEEDBACK_SENT, FEEDBACK_EDITED, FEEDBACK_IGNORED)
 
+# A ``status`` event that is a notice, not a stored change (no seq): the expected wait of an unclaimed escalation.
+NOTICE_EXPECTED_WAIT: Final = "expected_wait"
+# The fallback webhook's ``event`` when an escalation stayed unclaimed (the hand-back webhook's is "handed_back").
+WEBHOOK_UNCLAIMED: Final = "unclaimed"
+VAPID_PUBLIC_KEY_PATH: Final = "/push/vapid-public-key"  # under API_PREFIX
+
 # Device kinds for push notifications (POST /agents/me/devices).
 DEVICE_WEBPUSH: Final = "webpush"
 DEVICE_FCM: Final = "fcm"

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from handoff.push.webpush import VAPID_SECRET
-from handoff.settings import SettingsError
+from handoff.settings import Settings, SettingsError
 from handoff_testing import Agent, Server, StartServer, parts
 from push_testing import BrowserSubscription, LocalApns, LocalFcm, LocalPushService, b64d, decrypt_aes128gcm
 
@@ -285,3 +285,18 @@ async def test_the_vapid_key_is_generated_once_and_kept(start_server: StartServe
     with pytest.raises(SettingsError, match="HANDOFF_VAPID_PRIVATE_KEY"):
         await start_server(vapid_private_key="not a key")
 
+
+
+def test_push_and_ladder_settings_name_the_bad_variable(tmp_path: Path) -> None:
+    settings = Settings.from_env({"HANDOFF_LADDER_RENOTIFY_AFTER_S": "off", "HANDOFF_LADDER_FALLBACK_AFTER_S": "90",
+                                  "HANDOFF_PUSH_TTL_S": "60", "HANDOFF_VAPID_KEY_FILE": str(tmp_path / "v.pem")})
+    assert settings.ladder_renotify_after_s is None and settings.ladder_fallback_after_s == 90.0
+    assert settings.push_ttl_s == 60 and settings.vapid_key_file == tmp_path / "v.pem"
+    for env, name in (({"HANDOFF_LADDER_WAIT_NOTICE_AFTER_S": "later"}, "HANDOFF_LADDER_WAIT_NOTICE_AFTER_S"),
+                      ({"HANDOFF_LADDER_RENOTIFY_AFTER_S": "-5"}, "HANDOFF_LADDER_RENOTIFY_AFTER_S"),
+                      ({"HANDOFF_PUSH_URGENCY": "urgent"}, "HANDOFF_PUSH_URGENCY"),
+                      ({"HANDOFF_VAPID_SUBJECT": "admin@example.com"}, "HANDOFF_VAPID_SUBJECT"),
+                      ({"HANDOFF_APNS_KEY_ID": "K"}, "HANDOFF_APNS_TOPIC"),
+                      ({"HANDOFF_PUSH_MAX_ATTEMPTS": "0"}, "HANDOFF_PUSH_MAX_ATTEMPTS")):
+        with pytest.raises(SettingsError, match=name):
+            Settings.from_env(env)
