@@ -544,8 +544,9 @@ class HandoffService:
             stored.append(escalated)
             await tx.insert_events(stored)
             bot = await tx.bot(conv.bot_id)
-            plan = self.ladder.merged(bot.ladder if bot else None).plan(time.time())
-            await tx.insert_escalation(conv.conversation_id, escalated["seq"], conv.bot_id, time.time(), plan)
+            escalated_at = time.time()
+            plan = self.ladder.merged(bot.ladder if bot else None).plan(escalated_at)
+            await tx.insert_escalation(conv.conversation_id, escalated["seq"], conv.bot_id, escalated_at, plan)
             preview = next((t.text for t in reversed(data.transcript) if t.role == ROLE_CUSTOMER), None)
             if preview is None:
                 preview = await tx.last_customer_text(conv.conversation_id)

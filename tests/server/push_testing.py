@@ -218,6 +218,9 @@ class LocalPushService:
         sub = self.subscriptions.get(sub_id)
         if sub is None:
             return web.Response(status=404, text="no such subscription")
+        if len(body) > 4096:  # RFC 8030 section 7.2: at least 4096 bytes are taken; more may be refused
+            self.refused.append((sub_id, f"body of {len(body)} bytes"))
+            return web.Response(status=413, text="payload too large")
         plan = self.answers.get(sub_id)
         if plan:
             status = plan.pop(0)

@@ -300,3 +300,21 @@ def test_push_and_ladder_settings_name_the_bad_variable(tmp_path: Path) -> None:
                       ({"HANDOFF_PUSH_MAX_ATTEMPTS": "0"}, "HANDOFF_PUSH_MAX_ATTEMPTS")):
         with pytest.raises(SettingsError, match=name):
             Settings.from_env(env)
+
+
+def test_a_long_escalation_still_fits_a_push() -> None:
+    """Push services take about 4 KB: four-byte characters in every free-text field are shortened to fit."""
+    from handoff.notify import EscalationNotice
+    from handoff.push import message_for
+    from handoff.push.webpush import encrypt
+
+    sub = BrowserSubscription("https://push.example/x")
+    wide = "\N{GRINNING FACE}" * 200
+    notice = EscalationNotice("c" * 200, "b" * 200, wide * 5, wide, "2025-01-01T00:00:00.000Z", 7, bot_name=wide)
+    message = message_for(notice, 120, "high")
+    body = encrypt(sub.json(), message.web_payload_bytes())
+    assert len(body) <= 4096
+    payload = json.loads(sub.decrypt(body))
+    assert payload["data"]["conversation_id"] == "c" * 200 and payload["body"].startswith("\N{GRINNING FACE}")
+    short = message_for(EscalationNotice("c1", "b1", "why", "hi", "2025-01-01T00:00:00.000Z", 3), 120, "high")
+    assert short.body == "hi" and short.data["reason"] == "why"  # short ones are left whole

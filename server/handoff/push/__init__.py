@@ -40,16 +40,27 @@ SKIPPED = "skipped"  # no sender configured for the device's kind
 __all__ = ["PushMessage", "PushNotifier", "PushSender", "build_push", "message_for"]
 
 
+# Push services take about 4 KB (Web Push: 4096 bytes of encrypted body, FCM and APNs: 4 KB of payload): the
+# free-text fields are shortened until the message fits with room for the encoding's overhead.
+MAX_MESSAGE_BYTES = 2800
+
+
 def message_for(notice: EscalationNotice, ttl_s: int, urgency: str) -> PushMessage:
     """The notification for an escalation or a reminder: the bot, a preview, the conversation to open."""
-    name = notice.bot_name or notice.bot_id
-    title = f"{name}: a customer is waiting" if notice.renotify == 0 else f"{name}: still waiting for an agent"
-    reason = (notice.reason or "")[:200]
-    body = notice.preview or reason or "A conversation needs an agent."
-    data = {"type": "escalation", "conversation_id": notice.conversation_id, "bot_id": notice.bot_id,
-            "seq": str(notice.seq), "renotify": str(notice.renotify), "waiting_since": notice.waiting_since,
-            "reason": reason, "preview": notice.preview or ""}
-    return PushMessage(title, body, data, ttl_s, urgency, collapse_key=notice.conversation_id)
+    limit = 200
+    while True:
+        name = (notice.bot_name or notice.bot_id)[:limit]
+        title = f"{name}: a customer is waiting" if notice.renotify == 0 else f"{name}: still waiting for an agent"
+        reason = (notice.reason or "")[:limit]
+        preview = (notice.preview or "")[:limit]
+        body = preview or reason or "A conversation needs an agent."
+        data = {"type": "escalation", "conversation_id": notice.conversation_id, "bot_id": notice.bot_id,
+                "seq": str(notice.seq), "renotify": str(notice.renotify), "waiting_since": notice.waiting_since,
+                "reason": reason, "preview": preview}
+        message = PushMessage(title, body, data, ttl_s, urgency, collapse_key=notice.conversation_id)
+        if len(message.web_payload_bytes()) <= MAX_MESSAGE_BYTES or limit <= 10:
+            return message
+        limit //= 2
 
 
 class PushNotifier:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -44,6 +45,10 @@ class PushMessage:
         """The JSON a service worker receives: ``showNotification(title, {body, tag, data})``."""
         return {"title": self.title, "body": self.body, "tag": f"handoff:{self.data.get('conversation_id', '')}",
                 "data": self.data}
+
+    def web_payload_bytes(self) -> bytes:
+        """:meth:`web_payload` as compact UTF-8 JSON (not ASCII-escaped: a ``\\uXXXX`` costs 6 bytes)."""
+        return json.dumps(self.web_payload(), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ deployment, and every restart, signs with the key the browsers subscribed with.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -147,7 +146,7 @@ class WebPushSender:
     async def send(self, device: DeviceRow, message: PushMessage) -> Attempt:
         subscription = device.subscription
         endpoint = str(subscription["endpoint"])
-        body = encrypt(subscription, json.dumps(message.web_payload()).encode("utf-8"))
+        body = encrypt(subscription, message.web_payload_bytes())
         headers = {"Authorization": self.authorization(endpoint), "Content-Encoding": "aes128gcm",
                    "Content-Type": "application/octet-stream", "TTL": str(message.ttl_s),
                    "Urgency": message.urgency, "Topic": message.short_topic()}
