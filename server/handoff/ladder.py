@@ -131,8 +131,10 @@ class LadderRunner:
                 delay = self.poll_s
             elif next_due > now:
                 delay = min(self.poll_s, next_due - now)
-            else:  # due now: became due during the pass, or failed and waits for its retry
-                delay = min(self.poll_s, 0.05)
+            elif self._failed:  # due rows that failed wait for their retry
+                delay = min(self.poll_s, max(0.05, min(self._failed.values()) - now))
+            else:  # became due during the pass
+                delay = 0.0
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), delay)
@@ -141,6 +143,8 @@ class LadderRunner:
     async def fire_due(self) -> int:
         """Fire every rung due now (overdue ones in order); returns how many rungs fired."""
         fired = 0
+        now = time.time()
+        self._failed = {key: at for key, at in self._failed.items() if at > now}  # due for a retry: try again
         while True:
             now = time.time()
             async with self.store.read() as tx:

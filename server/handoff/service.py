@@ -766,10 +766,10 @@ class HandoffService:
             nonlocal notice, fired
             notice, fired = None, ""
             esc = await tx.escalation(row.conversation_id, row.escalated_seq)
-            if esc is None or esc.due_at is None or esc.due_at > now or esc.next_rung >= len(esc.plan):
+            if esc is None or esc.due_at is None or esc.due_at > now:
                 return None
             conv = await tx.conversation(esc.conversation_id)
-            if conv is None or conv.status != STATUS_WAITING \
+            if conv is None or conv.status != STATUS_WAITING or esc.next_rung >= len(esc.plan) \
                     or await tx.latest_escalation_seq(conv.conversation_id) != esc.escalated_seq:
                 await tx.end_ladder(esc.conversation_id, esc.escalated_seq)  # the escalation is over
                 return None
