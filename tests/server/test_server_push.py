@@ -125,8 +125,16 @@ async def test_pushes_never_delay_the_escalation_or_its_event(server: Server,
     ack = await server.escalate(bot, cid)
     for client in clients:
         await client.wait_for(EV_ESCALATION, lambda e: e["conversation_id"] == cid)
-    # The ack and every in-app event came while no push could have completed.
-    assert ack["status"] == "waiting" and push_service.received == []
+    # The ack and every in-app event came while the pushes hang at the push service: their requests arrive, no
+    # answer comes, and no outcome is stored until the gate opens.
+    assert ack["status"] == "waiting"
+    for _ in range(200):
+        if len(push_service.requests) == 3:
+            break
+        await asyncio.sleep(0.025)
+    assert len(push_service.requests) == 3 and push_service.received == []
+    async with parts(server).store.read() as tx:
+        assert await tx.push_deliveries_for(cid) == []
     push_service.gate.set()
     await push_service.wait_for(3)
     assert {r["outcome"] for r in await outcomes(server, cid, 3)} == {"delivered"}
