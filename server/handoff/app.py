@@ -24,6 +24,7 @@ from handoff.delivery import Delivery
 from handoff.http import HttpApi, json_errors
 from handoff.namespace import HandoffNamespace
 from handoff.notify import InAppNotifier, Notifier
+from handoff.pages import page_routes, static_headers
 from handoff.pilot import load_pilot
 from handoff.service import HandoffService
 from handoff.settings import Settings
@@ -110,6 +111,9 @@ def create_app(settings: Settings, *, suggestion_provider: SuggestionProvider | 
     sio.attach(app)
     http = HttpApi(settings)
     app.add_routes(http.routes())
+    # The agent console (/console/) and the customer widget (/widget/): static files, clients like any other.
+    app.add_routes(page_routes())
+    app.on_response_prepare.append(static_headers)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         store = await open_store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
