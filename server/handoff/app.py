@@ -85,7 +85,8 @@ def _client_manager(settings: Settings) -> socketio.AsyncManager | None:
 
 def create_app(settings: Settings, *, suggestion_provider: SuggestionProvider | None = None,
                notifier: Notifier | None = None) -> web.Application:
-    """The handoff server as an aiohttp application (HTTP API under /api/v1, Socket.IO at /socket.io/).
+    """The handoff server as an aiohttp application (HTTP API under /api/v1, Socket.IO at /socket.io/, the agent
+    console at /console/ and the customer widget at /widget/).
 
     Args:
         settings: everything configurable (handoff.settings).

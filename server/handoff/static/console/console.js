@@ -190,7 +190,10 @@
       suggestions: onSuggestions,
     }, {
       onConnect: onConnect,
-      onDisconnect: () => setConnection(false, "Connection lost: reconnecting…"),
+      onDisconnect: () => {
+        state.outbox.hold();
+        setConnection(false, "Connection lost: reconnecting…");
+      },
       onRefused: (error) => {
         sessionStorage.removeItem(TOKEN_KEY);
         state.socket.disconnect();
@@ -490,19 +493,28 @@
     render();
   }
 
+  let flushingFeedback = false;
+
   async function flushFeedback() {
-    while (state.connected && state.feedbackQueue.length) {
-      const fb = state.feedbackQueue[0];
-      try {
-        const ack = await C.call(state.socket, "suggestion_feedback", fb);
-        if (!ack.ok && ack.error.code === "rate_limited") {
+    if (flushingFeedback) return; // one sender at a time: each report goes once, in order
+    flushingFeedback = true;
+    try {
+      while (state.connected && state.feedbackQueue.length) {
+        const fb = state.feedbackQueue[0];
+        let ack;
+        try {
+          ack = await C.call(state.socket, "suggestion_feedback", fb);
+        } catch (err) {
+          return; // kept for the next connection
+        }
+        if (!ack.ok && (ack.error.code === "rate_limited" || ack.error.code === "internal_error")) {
           setTimeout(flushFeedback, ack.error.retry_after_ms || 1000);
           return;
         }
-      } catch (err) {
-        return; // kept for the next connection
+        state.feedbackQueue.shift(); // stored, or refused for good (e.g. not_found): not sent again
       }
-      state.feedbackQueue.shift();
+    } finally {
+      flushingFeedback = false;
     }
   }
 
@@ -586,15 +598,35 @@
     renderLists();
     renderConversation(false);
     renderSuggestions();
+  }
+
+  /** Re-render a list without losing the keyboard focus of an item in it (events re-render lists any time). */
+  function keepFocus(list, key, build) {
+    const active = document.activeElement;
+    const focused = active && list.contains(active) && active.closest("[data-" + key + "]");
+    const id = focused ? focused.dataset[key] : null;
+    build();
+    if (id === null) return;
+    const again = list.querySelector("[data-" + key + '="' + CSS.escape(id) + '"]');
+    const target = again && (again.matches("button") ? again : again.querySelector("button"));
+    if (target) target.focus();
+  }
+
+  function renderLists() {
+    keepFocus($("queue"), "conversation", renderQueue);
+    keepFocus($("mine"), "conversation", renderMine);
     const waiting = [...state.queue.values()].filter((q) => !q.takenBy).length;
     document.title = (waiting ? "(" + waiting + ") " : "") + "Handoff console";
   }
 
-  function renderLists() {
+  function renderQueue() {
     const queue = [...state.queue.values()].sort((a, b) => String(a.waiting_since).localeCompare(String(b.waiting_since)));
     $("queue").replaceChildren(...queue.map((q) => listItem(q, false)));
     $("queue-count").textContent = String(queue.filter((q) => !q.takenBy).length);
     $("queue-empty").hidden = queue.length > 0;
+  }
+
+  function renderMine() {
     const mine = [...state.mine.values()];
     $("mine").replaceChildren(...mine.map((q) => listItem(q, true)));
     $("mine-count").textContent = String(mine.length);
@@ -635,6 +667,7 @@
     if (reset || shown !== c.id) {
       shown = c.id;
       rendered.clear();
+      rendered.maxSeq = 0;
       $("transcript").replaceChildren();
     }
     $("conv-title").textContent = (c.botId ? c.botId + " · " : "") + c.id;
@@ -653,14 +686,7 @@
       const old = rendered.get(e.seq);
       if (old && old.dataset.partial === String(Boolean(e.partial))) continue;
       const li = eventItem(c, e);
-      if (old) {
-        old.replaceWith(li);
-      } else {
-        const after = [...rendered.keys()].filter((s) => s > e.seq).sort((a, b) => a - b)[0];
-        if (after !== undefined) list.insertBefore(li, rendered.get(after));
-        else list.append(li);
-      }
-      rendered.set(e.seq, li);
+      C.placeInOrder(list, rendered, e.seq, li, old);
     }
     renderOutbox();
     renderTyping();
@@ -743,14 +769,14 @@
       return;
     }
     noteNode.textContent = "Click one to put it in the reply box, edit it if you like, then send.";
-    list.replaceChildren(...set.items.map((item, index) => el("li", {},
+    keepFocus(list, "suggestion", () => list.replaceChildren(...set.items.map((item, index) => el("li", {},
       el("button", {
         type: "button", "aria-pressed": c.picked === item.suggestion_id ? "true" : "false",
         "aria-keyshortcuts": index < 3 ? "Alt+" + (index + 1) : null,
         dataset: { suggestion: item.suggestion_id },
         onclick: () => takeSuggestion(c, item),
       }, item.text, el("span", { className: "meta" }, (index < 3 ? "Alt+" + (index + 1) + " · " : "")
-        + (item.label ? "template " + item.label + " · " : "") + "score " + Number(item.score).toFixed(2))))));
+        + (item.label ? "template " + item.label + " · " : "") + "score " + Number(item.score).toFixed(2)))))));
   }
 
   function isAtEnd() {

@@ -150,15 +150,18 @@
     }
   }
 
-  /** Messages waiting for the server's ack. `send` is tried at once when connected, and again by `flush` after a
-   *  reconnect; acks arrive through `onStored(entry, seq)`; refusals through `onFailed(entry, error)`. */
+  /** Messages waiting for the server's ack, in the order they were written. The outbox is closed until the page
+   *  has resumed its conversations after a (re)connect (`flush` opens it and sends what waits, in order; `hold`
+   *  closes it when the connection drops), so a message written meanwhile cannot overtake an older one. Acks
+   *  arrive through `onStored(entry, seq)`, refusals through `onFailed(entry, error)`. */
   class Outbox {
     constructor(options) {
       this.socket = options.socket;
       this.onStored = options.onStored;
       this.onFailed = options.onFailed;
       this.onChange = options.onChange || (() => {});
-      this.entries = []; // in the order they were written
+      this.entries = [];
+      this.open = false;
     }
 
     add(conversationId, text, extra) {
@@ -166,20 +169,23 @@
         error: null, attempts: 0 }, extra || {});
       this.entries.push(entry);
       this.onChange();
-      if (this.socket().connected) this._send(entry);
+      if (this.open && this.socket().connected) this._send(entry);
       return entry;
+    }
+
+    hold() {
+      this.open = false;
     }
 
     pending(conversationId) {
       return this.entries.filter((e) => e.conversation_id === conversationId);
     }
 
-    /** Send every waiting message again, in order (after a reconnect and its resume). */
-    flush(conversationId) {
+    /** Open the outbox and send every waiting message again, in order (after a reconnect and its resume). */
+    flush() {
+      this.open = true;
       for (const entry of this.entries) {
-        if (entry.state === "sending" && (!conversationId || entry.conversation_id === conversationId)) {
-          this._send(entry);
-        }
+        if (entry.state === "sending") this._send(entry);
       }
     }
 
@@ -218,7 +224,7 @@
       }
       const error = (ack && ack.error) || { code: "internal_error", message: "no answer" };
       if (error.code === "rate_limited" || error.code === "internal_error") {
-        setTimeout(() => this._send(entry), Math.max(200, error.retry_after_ms || 1000));
+        setTimeout(() => { if (this.open) this._send(entry); }, Math.max(200, error.retry_after_ms || 1000));
         return;
       }
       entry.state = "failed";
@@ -287,6 +293,22 @@
     return node;
   }
 
+  /** Put the item of event `seq` into `list` in seq order (`rendered`: seq -> item); `old` is its previous item. */
+  function placeInOrder(list, rendered, seq, item, old) {
+    if (old) {
+      old.replaceWith(item);
+    } else if (!rendered.size || seq > rendered.maxSeq) {
+      list.append(item); // the usual case: the newest event
+    } else {
+      let after = null;
+      for (const s of rendered.keys()) if (s > seq && (after === null || s < after)) after = s;
+      if (after === null) list.append(item);
+      else list.insertBefore(item, rendered.get(after));
+    }
+    rendered.set(seq, item);
+    rendered.maxSeq = Math.max(rendered.maxSeq || 0, seq);
+  }
+
   function formatTime(iso) {
     if (!iso) return "";
     const date = new Date(iso);
@@ -304,7 +326,7 @@
   }
 
   global.HandoffClient = {
-    ApiError, readCredentials, api, connect, call, newClientId, Transcript, Outbox, TypingSender, el, formatTime,
-    since,
+    ApiError, readCredentials, api, connect, call, newClientId, Transcript, Outbox, TypingSender, el, placeInOrder,
+    formatTime, since,
   };
 })(window);

@@ -76,7 +76,10 @@
       typing: onTyping,
     }, {
       onConnect: onConnect,
-      onDisconnect: () => setConnection(false, "Connection lost: reconnecting…"),
+      onDisconnect: () => {
+        state.outbox.hold();
+        setConnection(false, "Connection lost: reconnecting…");
+      },
       onRefused: (error) => {
         sessionStorage.removeItem(TOKEN_KEY);
         state.socket.disconnect();
@@ -226,14 +229,7 @@
       const old = rendered.get(e.seq);
       if (old && old.dataset.partial === String(Boolean(e.partial))) continue;
       const li = item(e);
-      if (old) {
-        old.replaceWith(li);
-      } else {
-        const after = [...rendered.keys()].filter((s) => s > e.seq).sort((a, b) => a - b)[0];
-        if (after !== undefined) list.insertBefore(li, rendered.get(after));
-        else list.append(li);
-      }
-      rendered.set(e.seq, li);
+      C.placeInOrder(list, rendered, e.seq, li, old);
     }
     renderOutbox();
     renderTyping();
