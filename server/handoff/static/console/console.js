@@ -682,12 +682,14 @@
     alert.classList.toggle("info", c.alertKind === "info");
     const atEnd = isAtEnd();
     const list = $("transcript");
+    // A first render (e.g. a long transcript just loaded) is built off-document and inserted at once.
+    const target = rendered.size ? list : document.createDocumentFragment();
     for (const e of c.transcript.sorted()) {
       const old = rendered.get(e.seq);
       if (old && old.dataset.partial === String(Boolean(e.partial))) continue;
-      const li = eventItem(c, e);
-      C.placeInOrder(list, rendered, e.seq, li, old);
+      C.placeInOrder(target, rendered, e.seq, eventItem(c, e), old);
     }
+    if (target !== list) list.append(target);
     renderOutbox();
     renderTyping();
     if (atEnd) scrollToEnd();

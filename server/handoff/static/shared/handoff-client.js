@@ -309,11 +309,15 @@
     rendered.maxSeq = Math.max(rendered.maxSeq || 0, seq);
   }
 
+  // One formatter for every timestamp: toLocaleTimeString builds a new one per call, which made opening a long
+  // transcript several times slower.
+  const TIME_FORMAT = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+
   function formatTime(iso) {
     if (!iso) return "";
     const date = new Date(iso);
     if (Number.isNaN(date.getTime())) return "";
-    return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    return TIME_FORMAT.format(date);
   }
 
   function since(iso) {

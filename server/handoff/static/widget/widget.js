@@ -225,12 +225,13 @@
     setStatus(statusLine());
     const atEnd = isAtEnd();
     const list = $("transcript");
+    const target = rendered.size ? list : document.createDocumentFragment(); // a first render goes in at once
     for (const e of state.transcript.sorted()) {
       const old = rendered.get(e.seq);
       if (old && old.dataset.partial === String(Boolean(e.partial))) continue;
-      const li = item(e);
-      C.placeInOrder(list, rendered, e.seq, li, old);
+      C.placeInOrder(target, rendered, e.seq, item(e), old);
     }
+    if (target !== list) list.append(target);
     renderOutbox();
     renderTyping();
     if (atEnd) scrollToEnd();
