@@ -170,6 +170,12 @@ async def test_notifications_while_hidden_and_push_degrading_without_a_vapid_key
     assert notifications == [{"title": "Customer waiting (notify-bot)", "body": "please help, my card was swallowed",
                               "tag": f"handoff-{hidden_cid}"}]
     await expect(page).to_have_title("(2) Handoff console")
+    # A notification's link (#open=<id>, what the service worker opens) lands on that conversation.
+    await page.evaluate("window.__hidden = false")
+    await page.goto(server.url + f"/console/#open={hidden_cid}")
+    await page.reload()
+    await expect(page.locator("#conv-title")).to_have_text(f"notify-bot · {hidden_cid}")
+    await expect(page.locator("#transcript .from-customer")).to_contain_text(["please help, my card was swallowed"])
     console.assert_no_errors()
 
 

@@ -28,6 +28,7 @@
     selected: null,
     feedbackQueue: [], // suggestion_feedback events waiting for a connection
     notifications: new Map(),
+    pendingOpen: null, // a conversation to open once signed in (a notification's link: #open=<id>)
   };
 
   // ---------------------------------------------------------------------------------------------------------
@@ -203,6 +204,11 @@
     });
     setUpNotifications();
     render();
+    if (state.pendingOpen) {
+      const id = state.pendingOpen;
+      state.pendingOpen = null;
+      open(id);
+    }
   }
 
   function showSignIn() {
@@ -864,13 +870,10 @@
     }
     setInterval(() => { if (state.me) renderLists(); }, 30000); // the "waiting for" times
 
-    const openId = new URLSearchParams(window.location.hash.replace(/^#/, "")).get("open");
+    state.pendingOpen = new URLSearchParams(window.location.hash.replace(/^#/, "")).get("open");
     const credentials = C.readCredentials();
     const token = credentials.token || sessionStorage.getItem(TOKEN_KEY);
-    if (token) {
-      signIn(token).then(() => { if (openId && state.me) open(openId); });
-    } else {
-      showSignIn();
-    }
+    if (token) signIn(token);
+    else showSignIn();
   });
 })();

@@ -183,6 +183,7 @@
 
     /** Open the outbox and send every waiting message again, in order (after a reconnect and its resume). */
     flush() {
+      if (!this.socket().connected) return; // dropped again meanwhile: the next connect flushes
       this.open = true;
       for (const entry of this.entries) {
         if (entry.state === "sending") this._send(entry);
