@@ -69,6 +69,8 @@ async def start_server(tmp_path: Path) -> AsyncIterator[StartServer]:
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'handoff.db'}"
 
     async def start(provider: SuggestionProvider | None = None, **overrides: Any) -> Server:
+        # Typing at the production pace (the server tests shorten it): an indicator must outlive a slow check.
+        overrides = {"typing_timeout_s": 5.0, "typing_throttle_s": 1.0, **overrides}
         app = create_app(settings_for(database_url, **overrides), suggestion_provider=provider)
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()

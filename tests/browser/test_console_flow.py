@@ -123,13 +123,16 @@ async def test_escalation_claim_race_chat_suggestions_hand_back_and_resolve(
                      ).to_have_count(1)
         await expect(agent.page.locator("#typing")).to_have_text("")
 
-        # Typing, agent -> customer; emptying the box says stop.
+        # Typing, agent -> customer; emptying the box says stop. A second customer socket counts what is sent.
+        watcher = await server.client(customer_token)
+        await watcher.ok("join", {"conversation_id": cid})
         reply = agent.page.get_by_label("Reply to the customer")
         await reply.press_sequentially("Let me", delay=20)
         await expect(w.page.locator("#typing")).to_have_text(f"{agent_name} is typing…")
         await reply.fill("")
         await reply.dispatch_event("input")
         await expect(w.page.locator("#typing")).to_have_text("")
+        assert [e["state"] for e in watcher.events("typing")] == ["start", "stop"]
 
         # Taking a suggestion as is: the text goes out with the template's label, the use is reported.
         await expect(suggestions.first).to_contain_text("My parcel number is 42")
@@ -137,9 +140,12 @@ async def test_escalation_claim_race_chat_suggestions_hand_back_and_resolve(
         await suggestions.first.click()
         picked = "Sorry about that. About \u201cMy parcel number is 42\u201d: let me check."
         await expect(reply).to_have_value(picked)
-        await expect(w.page.locator("#typing")).to_have_text("")  # a suggestion put in the box is not typing
         await reply.press("Enter")
         await expect(w.page.locator("#transcript .from-agent", has_text=picked)).to_have_count(1)
+        # A suggestion put in the box is not typing: no indicator went out before the message (same connection,
+        # so anything sent before it would have arrived first).
+        await watcher.wait_for("message", lambda e: e["text"] == picked)
+        assert [e["state"] for e in watcher.events("typing")] == ["start", "stop"]
         await shot(agent, screenshots, "console-conversation")
 
         # A new set follows the agent's own message; the second one is taken with Alt+2, edited, then sent.
