@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 from browser_testing import PHONE, CannedRepliesTestProvider, Opened, ScriptedBot, eventually, open_page, shot
-from handoff.pages import pilot_links
 from handoff_testing import StartServer, parts
 from playwright.async_api import expect
+
+from copilot.links import pilot_links
 
 pytestmark = pytest.mark.browser
 expect.set_options(timeout=10_000)  # the machine is shared; a failing wait means the page never got there

@@ -1,7 +1,7 @@
 """What the server adds for the console and the widget: the pages themselves (served from the package, with their
 security headers, nothing outside the static folder), the vendored Socket.IO client exactly as documented, the
-package data that carries them into a non-editable install, ``pilot_links``, and
-``GET /conversations/{id}/suggestions`` (the holder's current suggestions after a reload or a reconnect)."""
+package data that carries them into a non-editable install, and ``GET /conversations/{id}/suggestions`` (the
+holder's current suggestions after a reload or a reconnect)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from handoff.pages import STATIC_DIR, pilot_links
+from handoff.pages import STATIC_DIR
 from handoff_testing import GatedTestProvider, Server, StartServer
 
 from copilot.protocol import ERR_FORBIDDEN, ERR_INVALID_TRANSITION, ERR_NOT_FOUND, EV_SUGGESTIONS
@@ -32,7 +32,8 @@ async def test_pages_are_served_from_the_package_with_their_headers(server: Serv
         assert headers["Content-Type"].startswith("text/html")
         assert headers["Referrer-Policy"] == "no-referrer" and headers["Cache-Control"] == "no-cache"
         csp = headers["Content-Security-Policy"]
-        assert "script-src 'self'" in csp and "connect-src 'self'" in csp
+        host = server.url.removeprefix("http://")
+        assert "script-src 'self'" in csp and f"connect-src 'self' ws://{host} wss://{host};" in csp
         assert ("frame-ancestors 'none'" in csp) == (page == "/console/")  # the widget may be embedded
         # Every script and style the page names is served (no CDN, nothing inline).
         assert b"<script>" not in body and b"<style" not in body and b"http" not in body.split(b"</head>")[0]
@@ -70,19 +71,6 @@ def test_package_data_carries_every_static_file() -> None:
     carried = {p for pattern in globs for p in package.glob(pattern) if p.is_file()}
     present = {p for p in STATIC_DIR.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
     assert present and present <= carried, sorted(str(p.relative_to(package)) for p in present - carried)
-
-
-def test_pilot_links_put_the_credentials_in_the_fragment() -> None:
-    links = pilot_links("http://127.0.0.1:8080/", "agent tok/+", "cust-tok", "conv:1")
-    assert links.console == "http://127.0.0.1:8080/console/#token=agent%20tok%2F%2B"
-    assert links.widget == "http://127.0.0.1:8080/widget/#token=cust-tok&conversation=conv%3A1"
-    assert str(links).splitlines() == [f"agent console:   {links.console}", f"customer widget: {links.widget}"]
-    assert pilot_links("https://pilot.example", "a", "c").widget == "https://pilot.example/widget/#token=c"
-    for bad in ("127.0.0.1:8080", "ftp://host", ""):
-        with pytest.raises(ValueError, match="http"):
-            pilot_links(bad, "a", "c")
-    with pytest.raises(ValueError, match="token"):
-        pilot_links("http://h", " ", "c")
 
 
 async def test_current_suggestions_for_the_holder_only(start_server: StartServer) -> None:

@@ -547,6 +547,10 @@
   // Notifications: a browser notification for a new escalation while the page is hidden; Web Push where the
   // server offers a VAPID key and the browser can subscribe.
   function setUpNotifications() {
+    if (!window.isSecureContext) {
+      note("Browser notifications need the console over HTTPS (or on this computer); keep this page in view.");
+      return;
+    }
     if (!("Notification" in window)) {
       note("This browser cannot show notifications; keep this page in view.");
       return;
