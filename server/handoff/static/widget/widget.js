@@ -147,7 +147,6 @@
       if (e.kind === "claimed" && e.agent_name) state.agentNames.set(e.sender, e.agent_name);
       if (e.kind === "message" && e.role === "customer" && e.client_id) state.outbox.settle(e.client_id);
       if (e.kind === "message" && e.role === "agent") setAgentTyping(false);
-      if (e.status) state.status = e.status;
     }
     if (!changed) return;
     if (state.transcript.hasGap() && !state.resumeTimer) {
@@ -200,8 +199,9 @@
   }
 
   function statusLine() {
+    // The latest state change by seq (events may arrive out of order around a reconnect), else what resume said.
     const last = latestStateEvent();
-    switch (state.status) {
+    switch (last ? last.status : state.status) {
       case "waiting": return "Waiting for an agent to join…";
       case "claimed": {
         const name = last && last.kind === "claimed" ? last.agent_name : null;
