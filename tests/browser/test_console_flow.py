@@ -176,6 +176,19 @@ async def test_escalation_claim_race_chat_suggestions_hand_back_and_resolve(
             (first_set[0], "sent"), (first_set[1], "ignored"), (first_set[2], "ignored"),
             (second_set[0], "ignored"), (second_set[1], "edited"), (second_set[2], "ignored")])
 
+        # A reload (or a reconnect that missed them) shows the current suggestions again, from the server.
+        async def third() -> list[str] | None:
+            ids = await suggestions.evaluate_all("(els) => els.map((e) => e.dataset.suggestion)")
+            return ids if len(ids) == 3 and ids != second_set else None
+
+        third_set = await eventually(third)
+        await agent.page.reload()
+        await expect(agent.page.locator("#who")).to_have_text(f"Signed in as {agent_name}")
+        await agent.page.locator(f'#mine li[data-conversation="{cid}"] button').click()
+        await expect(agent.page.locator("#transcript .msg")).to_have_count(len(await stored_messages(server, cid)))
+        await expect(suggestions).to_have_count(3)
+        assert await suggestions.evaluate_all("(els) => els.map((e) => e.dataset.suggestion)") == third_set
+
         # The same console on a phone-sized screen.
         await agent.page.set_viewport_size(PHONE)
         await expect(agent.page.get_by_role("button", name="Back to the lists")).to_be_visible()
