@@ -469,7 +469,8 @@
     const extra = {};
     const set = c.suggestions && !c.suggestions.reported ? c.suggestions : null;
     const picked = set && c.picked ? set.items.find((i) => i.suggestion_id === c.picked) : null;
-    if (picked && text === picked.text.trim() && picked.label) extra.label = picked.label;
+    // Sent unchanged: the message carries the template's label (the protocol's label: 1-200 non-space characters).
+    if (picked && text === picked.text.trim() && /^\S{1,200}$/.test(picked.label || "")) extra.label = picked.label;
     if (set) {
       set.reported = true;
       extra.feedback = set.items.map((item) => ({
