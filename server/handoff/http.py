@@ -130,6 +130,7 @@ class HttpApi:
             web.get(f"{api}/conversations", self.queue),
             web.post(f"{api}/conversations/{{conversation_id}}/escalate", self.escalate),
             web.get(f"{api}/conversations/{{conversation_id}}/events", self.events),
+            web.get(f"{api}/conversations/{{conversation_id}}/suggestions", self.suggestions),
         ]
 
     # -- helpers --------------------------------------------------------------------------------------------
@@ -249,3 +250,8 @@ class HttpApi:
         cid = payloads.path_id(request.match_info["conversation_id"], "conversation id", conversation=True)
         after = payloads.after_seq(request.query.get("after_seq"))
         return web.json_response(await self.service.events(who, cid, after))
+
+    async def suggestions(self, request: web.Request) -> web.Response:
+        who = await self._who(request)
+        cid = payloads.path_id(request.match_info["conversation_id"], "conversation id", conversation=True)
+        return web.json_response(await self.service.current_suggestions(who, cid))

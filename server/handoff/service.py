@@ -440,6 +440,30 @@ class HandoffService:
                 })
         return {"conversations": out}
 
+    async def current_suggestions(self, who: Principal, conversation_id: str) -> dict[str, Any]:
+        """The suggestions offered to the holding agent for the conversation's latest state, if any.
+
+        A console that reloaded, or reconnected after suggestions were sent to none of its sockets, shows the
+        sidebar again from here. Only a set computed for the latest seq counts (an older one is stale, as in
+        ``offer_suggestions``); otherwise ``items`` is empty and ``for_seq`` null.
+        """
+        if who.role != ROLE_AGENT:
+            raise HandoffError(ERR_FORBIDDEN, "only agents are offered suggestions")
+        async with self.store.read() as tx:
+            conv = await self._load(tx, conversation_id)
+            self._check_party(who, conv)
+            await self._check_holder(tx, who, conv, "read the suggestions of")
+            rows = await tx.suggestions_at(conversation_id, who.id, conv.last_seq)
+        if not rows:
+            return {"conversation_id": conversation_id, "for_seq": None, "strategy": None, "items": []}
+        return {"conversation_id": conversation_id, "for_seq": conv.last_seq, "strategy": rows[0]["strategy"],
+                "items": [self._suggestion_item(r) for r in rows]}
+
+    @staticmethod
+    def _suggestion_item(row: dict[str, Any]) -> dict[str, Any]:
+        return {"suggestion_id": row["suggestion_id"], "text": row["text"], "score": row["score"],
+                **({"label": row["label"]} if row["label"] is not None else {})}
+
     # -- conversation events -----------------------------------------------------------------------------
     async def join(self, who: Principal, data: p.ConversationRef) -> Outcome:
         async with self.store.read() as tx:
@@ -869,7 +893,6 @@ class HandoffService:
             return None
         payload = {
             "conversation_id": req.conversation_id, "for_seq": req.for_seq, "strategy": prepared.strategy,
-            "items": [{"suggestion_id": r["suggestion_id"], "text": r["text"], "score": r["score"],
-                       **({"label": r["label"]} if r["label"] is not None else {})} for r in prepared.rows],
+            "items": [self._suggestion_item(r) for r in prepared.rows],
         }
         return Broadcast(EV_SUGGESTIONS, payload, (AgentSockets(req.agent_id),), skip_sender=False)

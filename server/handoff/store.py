@@ -824,6 +824,13 @@ class Tx:
                                        .order_by(suggestions.c.for_seq, suggestions.c.rank))
         return [dict(r._mapping) for r in rows]
 
+    async def suggestions_at(self, conversation_id: str, agent_id: str, for_seq: int) -> list[dict[str, Any]]:
+        """The suggestions offered to ``agent_id`` for the conversation's state at ``for_seq``, best first."""
+        rows = await self._x(select(suggestions).where(
+            suggestions.c.conversation_id == conversation_id, suggestions.c.for_seq == for_seq,
+            suggestions.c.agent_id == agent_id).order_by(suggestions.c.rank))
+        return [dict(r._mapping) for r in rows]
+
     async def insert_feedback(self, suggestion_id: str, conversation_id: str, agent_id: str, action: str) -> None:
         await self._x(insert(suggestion_feedback).values(
             suggestion_id=suggestion_id, conversation_id=conversation_id, agent_id=agent_id, action=action,

@@ -11,6 +11,8 @@ from typing import Final
 VERSION: Final = 1
 NAMESPACE: Final = "/handoff"
 API_PREFIX: Final = "/api/v1"
+CONSOLE_PATH: Final = "/console/"  # the agent console (browser page served by the server)
+WIDGET_PATH: Final = "/widget/"  # the customer chat widget
 
 # Limits.
 MAX_TEXT_CHARS: Final = 10_000  # a longer message text is refused with too_large
