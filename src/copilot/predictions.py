@@ -1,0 +1,51 @@
+"""The per-turn predictions table: what offline evaluation and the replay through the live server both produce,
+and what every metric reads (:mod:`copilot.metrics`). Same table, same metric functions: that is how a replay is
+checked against an offline evaluation.
+
+One row per agent turn after the escalation (and per strategy):
+
+| column | type | meaning |
+|---|---|---|
+| ``strategy`` | str | the strategy's id (``Strategy.describe()``, ``champions``, or what the server named) |
+| ``chatbot`` | str | the chatbot id |
+| ``conversation_id`` | str | the recorded conversation |
+| ``turn_index`` | int | index of the agent turn in the conversation's turns |
+| ``truth_label`` | str or None | the template the agent picked, when known |
+| ``truth_text`` | str | what the agent really sent |
+| ``suggested_labels`` | list of str or None | labels of the suggestions, best first (None for free text) |
+| ``suggested_texts`` | list of str | texts of the suggestions, best first |
+| ``latency_ms`` | float | time to compute (offline) or from customer message to suggestions (replay) |
+| ``tokens`` | int | LLM tokens spent for this turn (0 for other strategies) |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pandas as pd
+
+from copilot.context import Suggestion
+
+COLUMNS = [
+    "strategy", "chatbot", "conversation_id", "turn_index", "truth_label", "truth_text",
+    "suggested_labels", "suggested_texts", "latency_ms", "tokens",
+]
+
+
+def prediction_row(
+    *, strategy: str, chatbot: str, conversation_id: str, turn_index: int, truth_label: str | None,
+    truth_text: str, suggestions: Iterable[Suggestion], latency_ms: float, tokens: int = 0,
+) -> dict[str, Any]:
+    items = list(suggestions)
+    return {
+        "strategy": strategy, "chatbot": chatbot, "conversation_id": conversation_id, "turn_index": int(turn_index),
+        "truth_label": truth_label, "truth_text": truth_text,
+        "suggested_labels": [s.label for s in items], "suggested_texts": [s.text for s in items],
+        "latency_ms": float(latency_ms), "tokens": int(tokens),
+    }
+
+
+def predictions_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """The table from rows, with exactly :data:`COLUMNS` in order (an empty table keeps the columns)."""
+    return pd.DataFrame(list(rows), columns=COLUMNS)

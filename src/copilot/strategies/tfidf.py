@@ -1,0 +1,64 @@
+"""Lexical retrieval with TF-IDF (scikit-learn): the recorded agent replies whose contexts look most like this one."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Self
+
+import numpy as np
+
+from copilot.context import Context, Suggestion
+from copilot.records import Dataset
+from copilot.strategies.base import Strategy, register_strategy
+from copilot.strategies.common import examples, query_text, rank_labels
+
+
+@register_strategy
+class TfidfStrategy(Strategy):
+    """Nearest neighbours by TF-IDF cosine over the last ``window`` customer messages, per chatbot.
+
+    Settings:
+        window: how many of the latest customer messages form the query.
+        ngram_max: word n-grams from 1 to this.
+        sublinear_tf: log-scaled term frequencies.
+        neighbours: how many nearest recorded replies vote; a label scores the sum of its neighbours' similarity.
+    """
+
+    name = "tfidf"
+
+    def __init__(self, window: int = 1, ngram_max: int = 2, sublinear_tf: bool = True, neighbours: int = 20):
+        self.window = window
+        self.ngram_max = ngram_max
+        self.sublinear_tf = sublinear_tf
+        self.neighbours = neighbours
+
+    def fit(self, data: Dataset) -> Self:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        by_bot: dict[str, list[tuple[str, str | None, str]]] = {}
+        for ex in examples(data):
+            by_bot.setdefault(ex.chatbot, []).append((query_text(ex.context, self.window), ex.label, ex.text))
+        self.index_ = {}
+        for bot, rows in by_bot.items():
+            vectorizer = TfidfVectorizer(ngram_range=(1, self.ngram_max), sublinear_tf=self.sublinear_tf)
+            matrix = vectorizer.fit_transform([q for q, _, _ in rows])
+            self.index_[bot] = (vectorizer, matrix, [(label, text) for _, label, text in rows])
+        self.responses_: Mapping[str, Mapping[str, str]] = {b: dict(data.responses(b)) for b in data.chatbot_ids()}
+        return self
+
+    def suggest(self, context: Context, k: int = 3) -> list[Suggestion]:
+        self._check_fitted("index_")
+        entry = self.index_.get(context.chatbot)
+        if entry is None:
+            return []
+        vectorizer, matrix, rows = entry
+        sims = (matrix @ vectorizer.transform([query_text(context, self.window)]).T).toarray().ravel()
+        top = np.argsort(-sims, kind="stable")[: self.neighbours]
+        votes: dict[tuple[str | None, str], float] = {}
+        for i in top:
+            label, text = rows[i]
+            key = (label, text if label is None else "")
+            votes[key] = votes.get(key, 0.0) + float(sims[i])
+        ordered = sorted(votes.items(), key=lambda kv: -kv[1])
+        candidates = ((label, text, score) for (label, text), score in ordered)
+        return rank_labels(candidates, self.responses_.get(context.chatbot, {}), k)
