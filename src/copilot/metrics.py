@@ -285,11 +285,13 @@ class Paired:
 
 
 def paired_interval(
-    a: np.ndarray, b: np.ndarray, groups: Sequence[Any] | np.ndarray, *, n_boot: int = 1000, seed: int = 0,
+    champion: Sequence[float] | np.ndarray, challenger: Sequence[float] | np.ndarray,
+    groups: Sequence[Any] | np.ndarray, *, n_boot: int = 1000, seed: int = 0,
     confidence: float = CONFIDENCE,
 ) -> Paired:
-    """The interval of mean(b − a) over aligned per-turn values, resampling the ``groups`` (conversations)."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    """The interval of mean(challenger − champion) over aligned per-turn values, resampling the ``groups``
+    (conversations)."""
+    a, b = np.asarray(champion, dtype=float), np.asarray(challenger, dtype=float)
     if a.shape != b.shape or len(a) != len(groups):
         raise ValueError("paired values must be aligned: same turns, same length")
     codes, _ = pd.factorize(pd.Series(list(groups), dtype=object))
