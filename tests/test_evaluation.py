@@ -147,6 +147,12 @@ def test_tune_then_evaluate_the_tuned_task(sample_splits: dict[str, Path], tmp_p
                   progress=False)
     _check_summary_shape(summary, {"tfidf", "champions"}, {"card_support", "parcel_tracking", "pizza_delivery"})
 
+    # docs/results.md is regenerated from the run folder
+    assert main(["results", "--runs", str(tmp_path / "eval"), "--out", str(tmp_path / "results.md")]) == 0
+    page = (tmp_path / "results.md").read_text()
+    assert "**Champions**" in page and "`champions`" in page and "| pizza_delivery |" in page
+    assert f"{summary['overall']['tfidf']['recall@1']:.3f} [" in page
+
 
 def test_tune_library_result(sample_splits: dict[str, Path], tmp_path: Path) -> None:
     task = load_task(ROOT / "evals/sample.yaml", only=["tfidf"])
