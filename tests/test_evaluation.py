@@ -7,6 +7,7 @@ file whose families are not all registered in this checkout is skipped by name, 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -14,10 +15,13 @@ import pytest
 import yaml
 
 from copilot.cli import main
+from copilot.context import Context, Suggestion
 from copilot.data import split_dataset, write_splits
 from copilot.evaluation import predict, run
+from copilot.metrics import summarize
 from copilot.records import load_dataset
 from copilot.strategies import STRATEGIES, make_strategy
+from copilot.strategies.tfidf import TfidfStrategy
 from copilot.tasks import TaskError, load_task
 from copilot.tuning import tune
 
@@ -96,6 +100,24 @@ def test_predict_covers_every_agent_turn(sample_splits: dict[str, Path]) -> None
     assert len(frame) == expected and set(frame["strategy"]) == {strategy.describe()}
     assert frame["suggested_labels"].map(len).max() <= 3
     assert (frame["latency_ms"] >= 0).all() and (frame["tokens"] == 0).all()
+
+
+class _CountingTfidf(TfidfStrategy):
+    """TF-IDF that also counts 7 "tokens" per answered turn, as an LLM strategy counts what it spends
+    (a test-only subclass, not registered)."""
+
+    name = "counting-tfidf"
+
+    def suggest_many(self, contexts: Sequence[Context], k: int = 3) -> list[list[Suggestion]]:
+        self.tokens_ = getattr(self, "tokens_", 0) + 7 * len(contexts)
+        return super().suggest_many(contexts, k)
+
+
+def test_predict_shares_tokens_by_turn(sample_splits: dict[str, Path]) -> None:
+    train, test = load_dataset(sample_splits["train"]), load_dataset(sample_splits["test"])
+    frame = predict(_CountingTfidf().fit(train), test, strategy_id="counting", k=3)
+    assert (frame["tokens"] == 7).all() and set(frame["strategy"]) == {"counting"}
+    assert summarize(frame, n_boot=10)["overall"]["counting"]["tokens"] == 7.0
 
 
 def _check_summary_shape(summary: dict, strategies: set[str], chatbots: set[str]) -> None:

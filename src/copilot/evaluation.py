@@ -118,7 +118,8 @@ def champions_predictions(
         name, params = json.loads(key)
         if key not in fitted:
             if say:
-                say(f"fitting champion {name} {params} for {', '.join(sorted(bots))}")
+                names = ", ".join(sorted(bots)) if len(bots) <= 3 else f"{len(bots)} chatbots"
+                say(f"fitting champion {name} {params} for {names}")
             fitted[key] = make_strategy(name, params).fit(train)
         part = test.subset(c for c in test.conversations if c.chatbot in set(bots))
         frames.append(predict(fitted[key], part, strategy_id=CHAMPIONS, k=k))

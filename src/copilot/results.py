@@ -18,6 +18,7 @@ from copilot.evaluation import CHAMPIONS
 from copilot.metrics import METRICS
 
 COLUMNS = ("recall@1", "recall@3", "recall@5", "mrr")
+SEMANTIC = ("semantic@1", "semantic@3")  # shown when the run computed them (free-typed turns)
 
 
 def _num(value: Any, digits: int = 3) -> str:
@@ -68,13 +69,14 @@ def run_section(run_dir: str | os.PathLike[str]) -> str:
     lines.append(f"- intervals: 95% percentile bootstrap over conversations, n_boot={meta.get('n_boot', '?')}, "
                  f"seed={meta.get('seed', '?')}; ranked by {metric}")
     lines.append("")
-    header = ["strategy", *COLUMNS, "coverage", "latency p50 / p95 ms", "tokens/turn", "labelled turns"]
+    columns = [*COLUMNS, *(m for m in SEMANTIC if any(m in s for s in overall.values()))]
+    header = ["strategy", *columns, "coverage", "latency p50 / p95 ms", "tokens/turn", "labelled turns"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     for sid in order:
         s = overall[sid]
         lines.append("| " + " | ".join([
-            f"`{sid}`", *(_ci(s, m) for m in COLUMNS), _num(s.get("coverage")),
+            f"`{sid}`", *(_ci(s, m) for m in columns), _num(s.get("coverage")),
             f"{_num(s.get('latency_p50'), 1)} / {_num(s.get('latency_p95'), 1)}", _num(s.get("tokens"), 1),
             str(s.get("n_turns", "–")),
         ]) + " |")
