@@ -219,6 +219,9 @@ def run(
         described[spec.id] = {"strategy": spec.name, "params": strategy.get_params(), "describe": strategy.describe()}
         say(f"{spec.id}: fit {fit_s:.1f}s, predict {timings[spec.id]['predict_s']:.1f}s")
     if task.champions:
+        orphans = sorted(set(test_ds.chatbot_ids()) - set(task.champions))
+        if orphans:
+            say(f"warning: no champion for {', '.join(orphans)}: these chatbots are not in the champions entry")
         start = time.perf_counter()
         frames.append(champions_predictions(task.champions, train=train_ds, test=test_ds, k=task.k,
                                             fitted=fitted, say=say))

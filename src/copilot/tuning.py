@@ -146,7 +146,7 @@ def tune(
     aligned = _aligned(frame, metric)
     champions: dict[str, Candidate] = {}
     bots_report: dict[str, Any] = {}
-    for bot in sorted(per_bot):
+    for bot in sorted(per_bot):  # every chatbot with dev turns
         scores = per_bot[bot]
         best_of: dict[str, str] = {}
         for c in candidates:
@@ -185,9 +185,18 @@ def tune(
                          "why": why or "the global strategy: no challenger's paired interval excluded 0"},
         }
 
+    # a chatbot with train data but no dev turns has nothing to challenge the global strategy with
+    for bot in train_ds.chatbot_ids():
+        if bot not in champions:
+            champions[bot] = global_c
+            bots_report[bot] = {"candidates": {}, "best_of_strategy": {}, "decisions": [],
+                                "champion": {"candidate": global_c.key, **global_c.champion().as_dict(),
+                                             "is_global": True, "why": "no dev turns: the global strategy"}}
+    scoring_s = time.perf_counter() - started - search_s
+
     # the champions together against the global strategy on dev
     combo = pd.concat([frame[(frame["chatbot"] == bot) & (frame["strategy"] == c.key)]
-                       for bot, c in champions.items()], ignore_index=True).assign(strategy=CHAMPIONS)
+                       for bot, c in champions.items() if bot in per_bot], ignore_index=True).assign(strategy=CHAMPIONS)
     combo_scores = score(combo, report_metrics, n_boot=task.n_boot, seed=task.seed)
     glob_values = aligned[global_c.key].to_numpy()
     champ_values = np.array([aligned.at[idx, champions[idx[0]].key] for idx in aligned.index], dtype=float)
@@ -198,6 +207,7 @@ def tune(
         "task": task.name, "task_path": str(task.path) if task.path else None, "selection_metric": metric,
         "higher_is_better": higher, "n_boot": task.n_boot, "seed": task.seed, "commit": git_commit(),
         **_data_tags(train, "train"), **_data_tags(dev, "dev"), "search_seconds": round(search_s, 2),
+        "scoring_seconds": round(scoring_s, 2),
         "candidates": [{"candidate": c.key, "strategy_id": c.strategy_id, "strategy": c.name,
                         "params": dict(c.params)} for c in candidates],
         GLOBAL: {"candidate": global_c.key, **global_c.champion().as_dict(), "dev": overall[global_c.key]},
