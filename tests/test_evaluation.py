@@ -176,6 +176,17 @@ def test_tune_then_evaluate_the_tuned_task(sample_splits: dict[str, Path], tmp_p
     assert f"{summary['overall']['tfidf']['recall@1']:.3f} [" in page
 
 
+def test_evaluate_every_family_of_the_sample_task(sample_splits: dict[str, Path], tmp_path: Path) -> None:
+    path = ROOT / "evals/sample.yaml"
+    missing = sorted(_families(path) - set(STRATEGIES.names()))
+    if missing:
+        pytest.skip(f"families not registered in this checkout: {missing}")
+    task = load_task(path)
+    summary = run(task, train=sample_splits["train"], test=sample_splits["test"], out_dir=tmp_path, progress=False)
+    _check_summary_shape(summary, {s.id for s in task.strategies},
+                         {"card_support", "parcel_tracking", "pizza_delivery"})
+
+
 def test_tune_library_result(sample_splits: dict[str, Path], tmp_path: Path) -> None:
     task = load_task(ROOT / "evals/sample.yaml", only=["tfidf"])
     result = tune(task, train=sample_splits["train"], dev=sample_splits["dev"], out_dir=tmp_path, progress=False)
