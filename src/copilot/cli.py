@@ -13,7 +13,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from copilot.records import DatasetError
+from copilot.registry import UnknownNameError
 from copilot.settings import Settings
+from copilot.tasks import TaskError
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -69,6 +71,58 @@ def _cmd_data_split(args: argparse.Namespace, settings: Settings) -> int:
     splits = split_dataset(load_dataset(args.file), fractions, seed=args.seed)
     for name, path in write_splits(splits, args.out_dir).items():
         print(f"{name}: {len(splits[name].conversations)} conversations -> {path}")
+    return 0
+
+
+def _task_data(args: argparse.Namespace, settings: Settings, task: object, names: tuple[str, str]) -> list[object]:
+    """The data files given on the command line, or the task's own data split with the task's seed."""
+    from copilot.tasks import Task
+
+    assert isinstance(task, Task)
+    given = [getattr(args, n) for n in names]
+    if all(g is not None for g in given):
+        return given
+    if any(g is not None for g in given):
+        raise SystemExit(f"copilot: give both --{names[0]} and --{names[1]}, or neither (the task's split)")
+    splits = task.splits(settings)
+    return [splits[n] for n in names]
+
+
+def _load_task(args: argparse.Namespace) -> object:
+    from copilot.tasks import load_task
+
+    only = [s for s in args.only.split(",") if s] if args.only else None
+    return load_task(args.task, only=only)
+
+
+def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from copilot.evaluation import run
+
+    task = _load_task(args)
+    train, test = _task_data(args, settings, task, ("train", "test"))
+    run(task, train=train, test=test, out_dir=args.out, progress=not args.quiet)  # type: ignore[arg-type]
+    print(f"wrote {Path(args.out) / 'summary.json'} and predictions.parquet")
+    return 0
+
+
+def _cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
+    from copilot.tuning import tune
+
+    task = _load_task(args)
+    train, dev = _task_data(args, settings, task, ("train", "dev"))
+    result = tune(task, train=train, dev=dev, out_dir=args.out, progress=not args.quiet)  # type: ignore[arg-type]
+    if args.write_task:
+        path = result.write_task(args.write_task)
+        print(f"wrote the tuned task {path}")
+    print(f"wrote {Path(args.out) / 'tuning.json'} and leaderboard.csv")
+    return 0
+
+
+def _cmd_results(args: argparse.Namespace, settings: Settings) -> int:
+    from copilot.results import write_results
+
+    path = write_results(args.runs, args.out)
+    print(f"wrote {path}")
     return 0
 
 
@@ -179,6 +233,28 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--quiet", action="store_true", help="no progress bar")
     rep.set_defaults(handler=_cmd_replay)
 
+    evaluate = sub.add_parser("evaluate", help="fit a task's strategies on train, score them on test")
+    evaluate.add_argument("task", help="an evaluation task file (evals/*.yaml)")
+    evaluate.add_argument("--train", help="training dataset (default: the task's data and split)")
+    evaluate.add_argument("--test", help="test dataset (default: the task's data and split)")
+    evaluate.add_argument("--out", required=True, help="folder for summary.json, predictions.parquet, run.json")
+    evaluate.add_argument("--only", help="comma-separated strategy ids of the task to run (default: all)")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress and no leaderboard")
+    evaluate.set_defaults(handler=_cmd_evaluate)
+    tune_cmd = sub.add_parser("tune", help="search each strategy's grid per chatbot on dev; pick champions (W5)")
+    tune_cmd.add_argument("task", help="an evaluation task file (evals/*.yaml)")
+    tune_cmd.add_argument("--train", help="training dataset (default: the task's data and split)")
+    tune_cmd.add_argument("--dev", help="development dataset (default: the task's data and split)")
+    tune_cmd.add_argument("--out", required=True, help="folder for tuning.json and leaderboard.csv")
+    tune_cmd.add_argument("--write-task", metavar="FILE", help="also write the tuned task (with champions:) here")
+    tune_cmd.add_argument("--only", help="comma-separated strategy ids of the task to tune (default: all)")
+    tune_cmd.add_argument("--quiet", action="store_true", help="no progress")
+    tune_cmd.set_defaults(handler=_cmd_tune)
+    results = sub.add_parser("results", help="regenerate docs/results.md from evaluation runs (summary.json)")
+    results.add_argument("--runs", nargs="+", required=True, metavar="DIR", help="folders written by evaluate")
+    results.add_argument("--out", default="docs/results.md")
+    results.set_defaults(handler=_cmd_results)
+
     demo = sub.add_parser("demo", help="the main job end to end on embedded defaults")
     demo.set_defaults(handler=_cmd_demo)
     return parser
@@ -189,6 +265,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings.from_env()
     try:
         return int(args.handler(args, settings))
+    except (TaskError, UnknownNameError) as exc:
+        print(f"copilot: {exc}", file=sys.stderr)
+        return 2
     except DatasetError as exc:
         print(f"copilot: invalid data: {exc}", file=sys.stderr)
         return 2

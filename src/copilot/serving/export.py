@@ -210,13 +210,12 @@ def predict_suggestions(model: Any, context: Context, k: int) -> list[Suggestion
 def load_champions(path: str | Path) -> dict[str, dict[str, Any]]:
     """Per chatbot ``{strategy, params}`` from a tuning result.
 
-    Accepts the evaluation's ``tuning.json`` shapes that carry per chatbot a champion (``{"chatbots": {bot:
-    {"champion": {"strategy", "params"}}}}`` or ``{bot: {"champion": {...}}}``) and a plain mapping ``{bot:
-    {"strategy": name, "params": {...}}}``.
+    Accepts ``copilot tune``'s ``tuning.json`` (``{"per_chatbot": {bot: {"champion": {"strategy", "params",
+    ...}}}, ...}``, :mod:`copilot.tuning`) and a plain mapping ``{bot: {"strategy": name, "params": {...}}}``.
     """
     data = json.loads(Path(path).read_text())
-    if isinstance(data, Mapping) and isinstance(data.get("chatbots"), Mapping):
-        data = data["chatbots"]
+    if isinstance(data, Mapping) and isinstance(data.get("per_chatbot"), Mapping):
+        data = data["per_chatbot"]
     if not isinstance(data, Mapping):
         raise ValueError(f"{path}: expected an object of chatbots")
     out: dict[str, dict[str, Any]] = {}
