@@ -1,0 +1,232 @@
+"""A response-set classifier in the spirit of Smart Reply: features of the context → a probability for each of
+the chatbot's response labels (scikit-learn).
+
+Features of a context:
+- TF-IDF of the last customer message (word n-grams; optionally character n-grams),
+- TF-IDF of the earlier turns (customer, bot and agent texts), scaled by ``history_weight``,
+- the conversation's labels: the last agent label (one-hot), the bag of earlier agent labels, the labels of the
+  bot's turns, and (``scope="global"``) the chatbot id and the last agent label crossed with it,
+- position: how many agent turns came before (one-hot, capped), whether the last turn was the customer's,
+- optionally the MiniLM embedding of the last customer message (``dense_weight > 0``).
+
+``scope="per_chatbot"`` fits one model per chatbot; ``scope="global"`` fits one model over every chatbot (shared
+labels such as ``ask_name`` or ``goodbye`` learn from all of them) and restricts its output, at suggestion time, to
+the labels of the context's chatbot. Scores are the model's probabilities renormalised over that response set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Self
+
+import numpy as np
+
+from copilot.context import Context, Suggestion
+from copilot.embeddings import Embedder
+from copilot.records import Dataset
+from copilot.strategies.base import Strategy, register_strategy
+from copilot.strategies.common import examples, query_text
+
+SCOPES = ("per_chatbot", "global")
+MODELS = ("logreg", "sgd")
+
+
+def _history(context: Context) -> str:
+    """Every turn's text except the last customer message, oldest first."""
+    texts = [t.text for t in context.turns]
+    last = max((i for i, t in enumerate(context.turns) if t.role == "customer"), default=None)
+    if last is not None:
+        del texts[last]
+    return "\n".join(texts)
+
+
+def _symbolic(context: Context, with_chatbot: bool, max_position: int) -> dict[str, float]:
+    """The label and position features of a context, as a sparse dict for a DictVectorizer."""
+    feats: dict[str, float] = {}
+    agent_labels = [t.label for t in context.turns if t.role == "agent"]
+    last = agent_labels[-1] if agent_labels else None
+    feats[f"last={last or '<none>'}"] = 1.0
+    for label in agent_labels[:-1]:
+        if label is not None:
+            feats[f"seen={label}"] = 1.0
+    for turn in context.turns:
+        if turn.role == "bot" and turn.label is not None:
+            feats[f"bot={turn.label}"] = 1.0
+    feats[f"pos={min(len(agent_labels), max_position)}"] = 1.0
+    final = context.turns[-1].role if context.turns else "<none>"
+    feats[f"final_role={final}"] = 1.0
+    if with_chatbot:
+        feats[f"chatbot={context.chatbot}"] = 1.0
+        feats[f"chatbot={context.chatbot}|last={last or '<none>'}"] = 1.0
+    return feats
+
+
+class _Model:
+    """One fitted feature pipeline and classifier (for one chatbot, or for all with ``scope="global"``)."""
+
+    def __init__(self, owner: ClassifierStrategy, with_chatbot: bool):
+        self.owner = owner
+        self.with_chatbot = with_chatbot
+
+    def _features(self, contexts: Sequence[Context], fit: bool) -> Any:
+        from scipy import sparse
+
+        o = self.owner
+        last = [query_text(c, o.window) for c in contexts]
+        blocks = []
+        if fit:
+            from sklearn.feature_extraction import DictVectorizer
+            from sklearn.feature_extraction.text import TfidfVectorizer
+
+            self.words = TfidfVectorizer(ngram_range=(1, o.ngram_max), sublinear_tf=True, min_df=1)
+            blocks.append(self.words.fit_transform(last))
+            if o.char_ngrams:
+                self.chars = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, o.char_ngrams), sublinear_tf=True,
+                                             min_df=2)
+                blocks.append(self.chars.fit_transform(last) * o.char_weight)
+            if o.history_weight > 0:
+                self.hist = TfidfVectorizer(ngram_range=(1, 1), sublinear_tf=True, min_df=2)
+                blocks.append(self.hist.fit_transform([_history(c) for c in contexts]) * o.history_weight)
+            if o.label_features:
+                self.symbols = DictVectorizer()
+                blocks.append(self.symbols.fit_transform(
+                    [_symbolic(c, self.with_chatbot, o.max_position) for c in contexts]) * o.label_weight)
+        else:
+            blocks.append(self.words.transform(last))
+            if o.char_ngrams:
+                blocks.append(self.chars.transform(last) * o.char_weight)
+            if o.history_weight > 0:
+                blocks.append(self.hist.transform([_history(c) for c in contexts]) * o.history_weight)
+            if o.label_features:
+                blocks.append(self.symbols.transform(
+                    [_symbolic(c, self.with_chatbot, o.max_position) for c in contexts]) * o.label_weight)
+        if o.dense_weight > 0:
+            blocks.append(sparse.csr_matrix(o.embedder_.encode(last) * o.dense_weight))
+        return sparse.hstack(blocks, format="csr")
+
+    def fit(self, contexts: Sequence[Context], labels: Sequence[str]) -> None:
+        o = self.owner
+        x = self._features(contexts, fit=True)
+        distinct = sorted(set(labels))
+        if len(distinct) == 1:  # nothing to learn: the one label seen always wins
+            self.classes = np.array(distinct)
+            self.clf: Any = None
+            return
+        if o.model == "logreg":
+            from sklearn.linear_model import LogisticRegression
+
+            self.clf = LogisticRegression(C=o.C, max_iter=o.max_iter, class_weight=o.class_weight,
+                                          random_state=o.seed)
+        else:
+            from sklearn.linear_model import SGDClassifier
+
+            self.clf = SGDClassifier(loss="log_loss", alpha=o.alpha, max_iter=o.max_iter, tol=1e-4,
+                                     class_weight=o.class_weight, random_state=o.seed)
+        self.clf.fit(x, np.asarray(labels))
+        self.classes = self.clf.classes_
+
+    def proba(self, contexts: Sequence[Context]) -> np.ndarray:
+        if self.clf is None:
+            return np.ones((len(contexts), 1))
+        return np.asarray(self.clf.predict_proba(self._features(contexts, fit=False)))
+
+
+@register_strategy
+class ClassifierStrategy(Strategy):
+    """Context features → the chatbot's response labels, with a linear classifier (see the module's docstring).
+
+    Settings:
+        scope: "global" (one model, chatbot-id features, output restricted to the chatbot's responses) or
+            "per_chatbot" (one model per chatbot).
+        model: "logreg" (LogisticRegression, lbfgs) or "sgd" (SGDClassifier with log loss).
+        C: inverse regularisation of "logreg"; alpha: regularisation of "sgd"; max_iter: their iteration cap.
+        class_weight: None or "balanced".
+        window: how many of the latest customer messages form the main text.
+        ngram_max: word n-grams of the main text from 1 to this.
+        char_ngrams: 0 for none, else character n-grams (within words) from 2 to this, scaled by ``char_weight``.
+        history_weight: scale of the TF-IDF of the earlier turns (0 leaves them out).
+        label_features: use the conversation's labels and positions; label_weight scales them.
+        max_position: agent-turn counts from this on share one position feature.
+        dense_weight: scale of the MiniLM embedding of the main text (0 leaves it out; it needs the model).
+        cache_dir: the embedding cache folder when ``dense_weight > 0`` (None: in memory).
+        seed: the classifier's random state.
+    """
+
+    name = "classifier"
+
+    def __init__(self, scope: str = "global", model: str = "logreg", C: float = 10.0, alpha: float = 1e-5,
+                 max_iter: int = 300, class_weight: str | None = None, window: int = 1, ngram_max: int = 2,
+                 char_ngrams: int = 0, char_weight: float = 0.5, history_weight: float = 0.3,
+                 label_features: bool = True, label_weight: float = 1.0, max_position: int = 8,
+                 dense_weight: float = 0.0, cache_dir: str | None = None, seed: int = 0):
+        self.scope = scope
+        self.model = model
+        self.C = C
+        self.alpha = alpha
+        self.max_iter = max_iter
+        self.class_weight = class_weight
+        self.window = window
+        self.ngram_max = ngram_max
+        self.char_ngrams = char_ngrams
+        self.char_weight = char_weight
+        self.history_weight = history_weight
+        self.label_features = label_features
+        self.label_weight = label_weight
+        self.max_position = max_position
+        self.dense_weight = dense_weight
+        self.cache_dir = cache_dir
+        self.seed = seed
+
+    def fit(self, data: Dataset) -> Self:
+        if self.scope not in SCOPES:
+            raise ValueError(f"scope must be one of {SCOPES}, not {self.scope!r}")
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, not {self.model!r}")
+        self.embedder_ = Embedder(self.cache_dir)
+        self.responses_: Mapping[str, Mapping[str, str]] = {b: dict(data.responses(b)) for b in data.chatbot_ids()}
+        by_bot: dict[str, tuple[list[Context], list[str]]] = {}
+        for ex in examples(data):
+            if ex.label is not None and ex.label in self.responses_.get(ex.chatbot, {}):
+                contexts, labels = by_bot.setdefault(ex.chatbot, ([], []))
+                contexts.append(ex.context)
+                labels.append(ex.label)
+        self.models_: dict[str, _Model] = {}
+        if self.scope == "global":
+            if by_bot:
+                model = _Model(self, with_chatbot=True)
+                model.fit([c for cs, _ in by_bot.values() for c in cs], [y for _, ys in by_bot.values() for y in ys])
+                self.models_ = dict.fromkeys(by_bot, model)
+        else:
+            for bot, (contexts, labels) in by_bot.items():
+                model = _Model(self, with_chatbot=False)
+                model.fit(contexts, labels)
+                self.models_[bot] = model
+        return self
+
+    def suggest(self, context: Context, k: int = 3) -> list[Suggestion]:
+        return self.suggest_many([context], k)[0]
+
+    def suggest_many(self, contexts: Sequence[Context], k: int = 3) -> list[list[Suggestion]]:
+        """One feature matrix and one ``predict_proba`` per model for the whole batch."""
+        self._check_fitted("models_")
+        out: list[list[Suggestion]] = [[] for _ in contexts]
+        groups: dict[int, tuple[_Model, list[int]]] = {}
+        for i, context in enumerate(contexts):
+            model = self.models_.get(context.chatbot)
+            if model is not None:
+                groups.setdefault(id(model), (model, []))[1].append(i)
+        for model, indices in groups.values():
+            proba = model.proba([contexts[i] for i in indices])
+            for row, i in enumerate(indices):
+                out[i] = self._rank(contexts[i].chatbot, model.classes, proba[row], k)
+        return out
+
+    def _rank(self, chatbot: str, classes: np.ndarray, proba: np.ndarray, k: int) -> list[Suggestion]:
+        responses = self.responses_.get(chatbot, {})
+        allowed = np.array([str(c) in responses for c in classes])
+        if not allowed.any():
+            return []
+        scores = np.where(allowed, proba, -1.0)
+        total = float(proba[allowed].sum()) or 1.0
+        order = np.argsort(-scores, kind="stable")[: min(k, int(allowed.sum()))]
+        return [Suggestion(responses[str(classes[j])], float(proba[j]) / total, str(classes[j])) for j in order]
