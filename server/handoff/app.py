@@ -132,6 +132,9 @@ def create_app(settings: Settings, *, suggestion_provider: SuggestionProvider | 
             metrics = HandoffMetrics()
             webhooks = WebhookDeliverer(store, settings)
             provider = suggestion_provider or load_provider(settings.suggestion_provider, settings)
+            provider_start = getattr(provider, "start", None)
+            if provider_start is not None:
+                await provider_start()
             push, vapid_public_key = await build_push(settings, store, metrics)
             in_app = InAppNotifier(lambda event, payload, bot_id: delivery.emit_to_bot_agents(event, payload, bot_id))
             service = HandoffService(
@@ -165,6 +168,9 @@ def create_app(settings: Settings, *, suggestion_provider: SuggestionProvider | 
             await asyncio.gather(typing_task, return_exceptions=True)
             await sio.shutdown()
             await delivery.close()
+            provider_close = getattr(provider, "close", None)
+            if provider_close is not None:
+                await provider_close()
         finally:
             if push is not None:
                 await push.close()

@@ -41,7 +41,12 @@ class Settings:
         suggestions_k: how many suggestions to ask the provider for.
         suggestion_timeout_s: a provider slower than this is abandoned for that request.
         suggestion_provider: ``module:callable`` taking these settings and returning a SuggestionProvider;
-            None means no suggestions (never fake ones).
+            None means the champions of ``mlflow_tracking_uri`` when that is set, else no suggestions (never fake
+            ones).
+        mlflow_tracking_uri: the MLflow registry whose ``models:/copilot-<bot_id>@champion`` serve suggestions
+            (``HANDOFF_MLFLOW_TRACKING_URI``, else ``MLFLOW_TRACKING_URI``); None: no champions.
+        champion_refresh_s: a bot's ``champion`` alias is read again at most this often, so a moved alias is
+            served without a restart.
         webhook_timeout_s, webhook_max_attempts, webhook_backoff_s, webhook_backoff_max_s, webhook_poll_s:
             hand-back webhook delivery (see handoff.webhooks).
         webhook_secret: when set, each webhook carries ``X-Handoff-Signature: sha256=<HMAC of the body>``.
@@ -93,6 +98,8 @@ class Settings:
     suggestions_k: int = 3
     suggestion_timeout_s: float = 10.0
     suggestion_provider: str | None = None
+    mlflow_tracking_uri: str | None = None
+    champion_refresh_s: float = 30.0
     webhook_timeout_s: float = 5.0
     webhook_max_attempts: int = 10
     webhook_backoff_s: float = 1.0
@@ -128,8 +135,8 @@ class Settings:
 
     def __post_init__(self) -> None:
         positive = ("typing_timeout_s", "typing_throttle_s", "rate_limit_per_s", "bot_rate_limit_per_s",
-                    "http_rate_limit_per_s", "suggestion_timeout_s", "webhook_timeout_s", "webhook_backoff_s",
-                    "webhook_backoff_max_s", "webhook_poll_s", "push_timeout_s", "push_backoff_s",
+                    "http_rate_limit_per_s", "suggestion_timeout_s", "champion_refresh_s", "webhook_timeout_s",
+                    "webhook_backoff_s", "webhook_backoff_max_s", "webhook_poll_s", "push_timeout_s", "push_backoff_s",
                     "push_backoff_max_s", "ladder_poll_s")
         for name in positive:
             if not getattr(self, name) > 0:
@@ -164,6 +171,8 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Settings from ``HANDOFF_<FIELD>`` variables (e.g. ``HANDOFF_DATABASE_URL``), then ``overrides``.
 
+        ``mlflow_tracking_uri`` falls back to MLflow's own ``MLFLOW_TRACKING_URI``.
+
         Empty variables count as unset. Raises SettingsError naming the variable whose value is unusable.
         """
         env = os.environ if environ is None else environ
@@ -174,6 +183,8 @@ class Settings:
             if raw is None or raw.strip() == "":
                 continue
             values[f.name] = _parse(key, raw.strip(), _PARSERS.get(f.name, str))
+        if "mlflow_tracking_uri" not in values and (env.get("MLFLOW_TRACKING_URI") or "").strip():
+            values["mlflow_tracking_uri"] = env["MLFLOW_TRACKING_URI"].strip()
         values.update(overrides)
         return replace(cls(), **values)
 
@@ -212,6 +223,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "max_body_bytes": int,
     "suggestions_k": int,
     "suggestion_timeout_s": float,
+    "champion_refresh_s": float,
     "webhook_timeout_s": float,
     "webhook_max_attempts": int,
     "webhook_backoff_s": float,

@@ -7,9 +7,11 @@ answer before relaying chat: the call runs in a background task, and an answer f
 conversation's latest is dropped.
 
 Providers plug in through ``HANDOFF_SUGGESTION_PROVIDER=module:callable`` (the callable takes the Settings and
-returns a provider) or ``create_app(settings, suggestion_provider=...)``. The provider backed by MLflow champions
-(``models:/copilot-<bot_id>@champion``) is not built yet; until it is, :class:`NoSuggestions` answers and the
-server sends no suggestions at all, never made-up ones.
+returns a provider) or ``create_app(settings, suggestion_provider=...)``. Without either, a configured MLflow
+tracking URI (``HANDOFF_MLFLOW_TRACKING_URI`` or ``MLFLOW_TRACKING_URI``) selects ``handoff.champions`` (each bot's
+``models:/copilot-<bot_id>@champion``); with none of these, :class:`NoSuggestions` answers and the server sends no
+suggestions at all, never made-up ones. A provider may also have ``async start()`` (awaited before the server takes
+traffic, e.g. to load models) and ``async close()`` (awaited at shutdown).
 """
 
 from __future__ import annotations
@@ -53,12 +55,17 @@ class NoSuggestions:
 
 
 def load_provider(spec: str | None, settings: Settings) -> SuggestionProvider:
-    """The provider named by ``spec`` (``package.module:callable``), built with ``settings``; NoSuggestions if None.
+    """The provider named by ``spec`` (``package.module:callable``), built with ``settings``; if None, the MLflow
+    champions when ``settings.mlflow_tracking_uri`` is set, else NoSuggestions.
 
     Raises:
         SettingsError: when the spec is malformed, cannot be imported, or does not give a SuggestionProvider.
     """
     if spec is None:
+        if settings.mlflow_tracking_uri:
+            from handoff.champions import make_champion_provider
+
+            return make_champion_provider(settings)
         return NoSuggestions()
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:

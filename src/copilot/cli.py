@@ -132,6 +132,43 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(settings)
 
 
+def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from copilot.records import load_dataset
+    from copilot.serving.export import export_champions, load_champions
+
+    champions = load_champions(args.tuning)
+    uri = args.tracking_uri or settings.mlflow_tracking_uri
+    exported = export_champions(champions, load_dataset(args.train), uri, chatbots=args.chatbot or None)
+    for e in exported:
+        print(f"{e.name} v{e.version} @champion: {e.strategy}")
+    print(f"exported {len(exported)} champions to {uri}")
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+
+    from copilot.records import load_dataset
+    from copilot.replay import ReplayConfig, run_replay, select
+
+    if (args.server is None) == (not args.start_server):
+        print("copilot replay: give either --server URL or --start-server", file=sys.stderr)
+        return 2
+    config = ReplayConfig(concurrency=args.concurrency, agents=args.agents, speed=args.speed,
+                          suggestion_wait_s=args.suggestion_wait, expect_suggestions=not args.no_suggestions)
+    config.speed_factor()  # refuses a malformed --speed before anything starts
+    data = select(load_dataset(args.data), chatbot=args.chatbot, limit=args.limit)
+    result = run_replay(data, args.out, server=args.server,
+                        admin_key=args.admin_key or os.environ.get("HANDOFF_ADMIN_KEY"),
+                        tracking_uri=args.tracking_uri or settings.mlflow_tracking_uri, config=config,
+                        progress=not args.quiet)
+    report = result.handoff
+    print(f"replayed {report['completed']}/{report['conversations']} conversations "
+          f"({report['conversations_per_s']:.2f}/s), {report['suggestions_received']}/{report['agent_turns']} "
+          f"agent turns with suggestions, {len(report['errors'])} errors; wrote {args.out}")
+    return 0 if not report["errors"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="copilot", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -167,6 +204,34 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--seed", type=int, default=0)
     split.add_argument("--fractions", default="0.7,0.1,0.2", help="train,dev,test (default 0.7,0.1,0.2)")
     split.set_defaults(handler=_cmd_data_split)
+
+    export = sub.add_parser("export", help="fit each chatbot's champion and register it as copilot-<chatbot>@champion")
+    export.add_argument("--tuning", required=True, metavar="FILE",
+                        help="tuning.json: per chatbot the champion {strategy, params}")
+    export.add_argument("--train", required=True, metavar="FILE", help="the conversations to fit on")
+    export.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    export.add_argument("--chatbot", action="append", help="only this chatbot (repeatable)")
+    export.set_defaults(handler=_cmd_export)
+
+    rep = sub.add_parser("replay", help="replay recorded conversations through the live handoff server")
+    rep.add_argument("--data", required=True, metavar="FILE", help="the conversations to replay")
+    rep.add_argument("--out", required=True, metavar="DIR", help="writes turns.parquet, handoff.json, summary.json")
+    where = rep.add_mutually_exclusive_group()
+    where.add_argument("--server", metavar="URL", help="a running server (with --admin-key or $HANDOFF_ADMIN_KEY)")
+    where.add_argument("--start-server", action="store_true",
+                       help="start a server with a fresh SQLite database for this replay, stopped after")
+    rep.add_argument("--admin-key", help="the running server's admin key (default: $HANDOFF_ADMIN_KEY)")
+    rep.add_argument("--tracking-uri", help="the MLflow store whose champions a started server serves")
+    rep.add_argument("--chatbot", help="only this chatbot's conversations")
+    rep.add_argument("--concurrency", type=int, default=8, metavar="N", help="conversations at once (default 8)")
+    rep.add_argument("--agents", type=int, default=3, metavar="K", help="agents racing per chatbot (default 3)")
+    rep.add_argument("--speed", default="asap", help="asap (default), realtime or xF (F times faster)")
+    rep.add_argument("--limit", type=int, metavar="N", help="only the first N conversations")
+    rep.add_argument("--suggestion-wait", type=float, default=10.0, metavar="S",
+                     help="seconds an agent turn waits for its suggestions (default 10)")
+    rep.add_argument("--no-suggestions", action="store_true", help="the server has no provider: do not wait")
+    rep.add_argument("--quiet", action="store_true", help="no progress bar")
+    rep.set_defaults(handler=_cmd_replay)
 
     evaluate = sub.add_parser("evaluate", help="fit a task's strategies on train, score them on test")
     evaluate.add_argument("task", help="an evaluation task file (evals/*.yaml)")

@@ -1,0 +1,7 @@
+"""Export of tuned strategies to the MLflow model registry and their serving (W7, B6).
+
+- :mod:`copilot.serving.export`: a fitted strategy as an MLflow pyfunc model, registered as ``copilot-<chatbot>``
+  with the alias ``champion``.
+- :mod:`copilot.serving.champions`: loads ``models:/copilot-<chatbot>@champion`` per chatbot, caches it per version,
+  follows the alias, and answers suggestions off the event loop (used by the server's ``handoff.champions``).
+"""

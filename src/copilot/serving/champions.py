@@ -1,0 +1,201 @@
+"""Serving each chatbot's champion (B6, W7): ``models:/copilot-<chatbot>@champion`` from an MLflow registry.
+
+:class:`ChampionSuggester` answers suggestions for any chatbot from the model version its ``champion`` alias points
+at. It never blocks the event loop that calls it: registry queries and model loading run in one worker thread,
+predictions in another (with ``torch.set_num_threads(1)`` there, so a dense model never fights the server for the
+machine's cores). It resolves a chatbot's alias at most once every ``refresh_s`` seconds (one registry query per
+chatbot and refresh, however many messages arrive), so moving the alias to another version takes effect without a
+restart, and keeps loaded models per chatbot and version. A chatbot without a champion gets None (logged once).
+
+The server wraps it as a ``SuggestionProvider`` (``handoff.champions``); this module never imports the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from copilot.context import Context, Suggestion
+from copilot.serving.export import (
+    CHAMPION_ALIAS,
+    MODEL_PREFIX,
+    load_model_version,
+    model_name,
+    predict_suggestions,
+    resolve_alias,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ChampionAnswer:
+    """Suggestions and the name of what made them: ``<strategy describe()>@v<version>``."""
+
+    strategy: str
+    items: list[Suggestion] = field(default_factory=list)
+
+
+@dataclass
+class _Loaded:
+    version: int
+    model: Any
+    strategy: str
+
+
+@dataclass
+class _Alias:
+    version: int | None
+    checked: float
+
+
+_thread_state = threading.local()
+
+
+def _one_thread_torch() -> None:
+    # Only when a model brought torch in: a lexical champion never pays for importing it.
+    if not getattr(_thread_state, "torch_set", False) and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+        _thread_state.torch_set = True
+
+
+class ChampionSuggester:
+    """Suggestions from each chatbot's registered champion, loaded lazily, cached per version, refreshed.
+
+    Args:
+        tracking_uri: the MLflow tracking and registry store.
+        refresh_s: how long a resolved alias (or its absence) is trusted before the registry is asked again.
+        alias: the alias to serve (``champion``).
+    """
+
+    def __init__(self, tracking_uri: str, *, refresh_s: float = 30.0, alias: str = CHAMPION_ALIAS) -> None:
+        self.tracking_uri = tracking_uri
+        self.refresh_s = refresh_s
+        self.alias = alias
+        self._client: Any = None
+        self._registry = ThreadPoolExecutor(1, thread_name_prefix="champion-registry")
+        self._predict = ThreadPoolExecutor(1, thread_name_prefix="champion-predict")
+        self._aliases: dict[str, _Alias] = {}
+        self._models: dict[tuple[str, int], _Loaded] = {}
+        self._pending: dict[Any, asyncio.Future[Any]] = {}
+        self._said_none: set[str] = set()
+        self.registry_queries = 0
+
+    # -- plumbing -------------------------------------------------------------------------------------------------
+
+    def _mlflow(self) -> Any:
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        return self._client
+
+    async def _once(self, key: Any, executor: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
+        """Run ``fn`` in ``executor``; concurrent callers with the same key share one run."""
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(executor, fn))
+            self._pending[key] = pending
+            pending.add_done_callback(lambda _: self._pending.pop(key, None))
+        result: T = await asyncio.shield(pending)
+        return result
+
+    # -- alias and models ------------------------------------------------------------------------------------------
+
+    def _query_alias(self, chatbot: str) -> int | None:
+        self.registry_queries += 1
+        return resolve_alias(self._mlflow(), chatbot, self.alias)
+
+    async def version(self, chatbot: str) -> int | None:
+        """The version the alias points at, asking the registry at most once per ``refresh_s``."""
+        known = self._aliases.get(chatbot)
+        now = time.monotonic()
+        if known is not None and now - known.checked < self.refresh_s:
+            return known.version
+        try:
+            version = await self._once(("alias", chatbot), self._registry, lambda: self._query_alias(chatbot))
+        except Exception:
+            log.exception("cannot read the %s alias of %s; keeping what was known", self.alias, model_name(chatbot))
+            if known is None:
+                return None
+            version = known.version
+        self._aliases[chatbot] = _Alias(version, time.monotonic())
+        if version is None:
+            if chatbot not in self._said_none:
+                self._said_none.add(chatbot)
+                log.info("chatbot %s has no %s (%s): no suggestions", chatbot, self.alias, model_name(chatbot))
+        else:
+            if known is not None and known.version not in (None, version):
+                log.info("chatbot %s: %s moved from v%s to v%s", chatbot, self.alias, known.version, version)
+            self._said_none.discard(chatbot)
+        return version
+
+    def _load(self, chatbot: str, version: int) -> _Loaded:
+        model = load_model_version(self._mlflow(), self.tracking_uri, model_name(chatbot), version)
+        try:
+            strategy = model.unwrap_python_model().strategy.describe()
+        except AttributeError:
+            strategy = model_name(chatbot)
+        log.info("loaded %s v%d: %s", model_name(chatbot), version, strategy)
+        return _Loaded(version, model, f"{strategy}@v{version}")
+
+    async def model(self, chatbot: str) -> _Loaded | None:
+        """The loaded champion of ``chatbot`` (loading it on first use of a version), or None."""
+        version = await self.version(chatbot)
+        if version is None:
+            return None
+        key = (chatbot, version)
+        loaded = self._models.get(key)
+        if loaded is None:
+            loaded = await self._once(("model", *key), self._registry, lambda: self._load(chatbot, version))
+            self._models[key] = loaded
+            # Older versions of this chatbot are no longer served.
+            for old in [k for k in self._models if k[0] == chatbot and k[1] != version]:
+                del self._models[old]
+        return loaded
+
+    async def warm(self) -> list[str]:
+        """Load the champion of every registered ``copilot-*`` model now (at server start), not on first use."""
+        def chatbots() -> list[str]:
+            self.registry_queries += 1
+            found = self._mlflow().search_registered_models(filter_string=f"name LIKE '{MODEL_PREFIX}%'")
+            return [m.name[len(MODEL_PREFIX):] for m in found]
+
+        names = await asyncio.get_running_loop().run_in_executor(self._registry, chatbots)
+        ready = []
+        for chatbot in names:
+            try:
+                if await self.model(chatbot) is not None:
+                    ready.append(chatbot)
+            except Exception:
+                log.exception("cannot load the champion of %s", chatbot)
+        log.info("champions ready for %d chatbots", len(ready))
+        return ready
+
+    # -- answering -------------------------------------------------------------------------------------------------
+
+    async def suggest(self, chatbot: str, context: Context, k: int) -> ChampionAnswer | None:
+        """Up to ``k`` suggestions from the chatbot's champion, or None when it has none."""
+        loaded = await self.model(chatbot)
+        if loaded is None:
+            return None
+
+        def run() -> list[Suggestion]:
+            _one_thread_torch()
+            return predict_suggestions(loaded.model, context, k)
+
+        items = await asyncio.get_running_loop().run_in_executor(self._predict, run)
+        return ChampionAnswer(loaded.strategy, items)
+
+    def close(self) -> None:
+        """Stop the worker threads (a running prediction finishes; queued ones are dropped)."""
+        self._registry.shutdown(wait=False, cancel_futures=True)
+        self._predict.shutdown(wait=False, cancel_futures=True)

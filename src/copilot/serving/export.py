@@ -1,0 +1,246 @@
+"""A fitted strategy as an MLflow 3 pyfunc model, registered as ``copilot-<chatbot>`` with the alias ``champion``.
+
+The model's only artifact is the pickled fitted strategy. Its input is a one-column table ``context``: each row a
+JSON text ``{"chatbot": ..., "turns": [{"role", "text", "label"}]}`` (the :class:`copilot.context.Context` the
+live server builds); the parameter ``k`` (default 5) caps the suggestions. Its output is one JSON text per row: a
+list of ``{"text", "score", "label"}``, best first. Plain strings in and out give a signature that MLflow enforces
+without warnings and that any MLflow client (REST serving included) can call.
+
+Everything goes through an explicit ``MlflowClient`` (never MLflow's global tracking state): the model is saved to
+a temporary folder, its files uploaded as the artifacts of a run in the chatbot's experiment, and a model version
+created from them. Aliases, never the deprecated stages.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from copilot.context import Context, ContextTurn, Suggestion
+from copilot.records import Dataset
+from copilot.strategies.base import Strategy, make_strategy
+from copilot.tracking import MlflowTracker, experiment_name
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+CHAMPION_ALIAS = "champion"
+MODEL_PREFIX = "copilot-"
+STRATEGY_ARTIFACT = "strategy"
+DEFAULT_K = 5
+
+
+def model_name(chatbot: str) -> str:
+    """The registered model that holds a chatbot's exported strategies."""
+    return f"{MODEL_PREFIX}{chatbot}"
+
+
+def champion_uri(chatbot: str) -> str:
+    return f"models:/{model_name(chatbot)}@{CHAMPION_ALIAS}"
+
+
+def context_to_json(context: Context) -> str:
+    """The model's input for one context (JSON text)."""
+    return json.dumps({"chatbot": context.chatbot,
+                       "turns": [{"role": t.role, "text": t.text, "label": t.label} for t in context.turns]})
+
+
+def context_from_json(value: str | Mapping[str, Any]) -> Context:
+    data = json.loads(value) if isinstance(value, str) else value
+    return Context(str(data["chatbot"]), tuple(ContextTurn(t["role"], t["text"], t.get("label"))
+                                               for t in data.get("turns", [])))
+
+
+def suggestions_to_json(items: Sequence[Suggestion]) -> str:
+    return json.dumps([{"text": s.text, "score": s.score, "label": s.label} for s in items])
+
+
+def suggestions_from_json(value: str) -> list[Suggestion]:
+    return [Suggestion(d["text"], float(d["score"]), d.get("label")) for d in json.loads(value)]
+
+
+def import_pyfunc() -> Any:
+    """``mlflow.pyfunc``, imported without the warnings MLflow's own modules raise at import time (MLflow 3 infers
+    schemas for its bundled agent types there), which would fail a program or test that treats warnings as errors."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import mlflow.pyfunc
+    return mlflow.pyfunc
+
+
+def _python_model_base() -> type:
+    base: type = import_pyfunc().PythonModel
+    return base
+
+
+class StrategyModel(_python_model_base()):  # type: ignore[misc]
+    """The pyfunc wrapper: loads the pickled fitted strategy and answers ``predict`` with its suggestions."""
+
+    def load_context(self, context: Any) -> None:
+        with open(context.artifacts[STRATEGY_ARTIFACT], "rb") as fh:
+            self.strategy: Strategy = pickle.load(fh)
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> list[str]:
+        k = int((params or {}).get("k", DEFAULT_K))
+        contexts = [context_from_json(v) for v in model_input["context"]]
+        return [suggestions_to_json(items) for items in self.strategy.suggest_many(contexts, k)]
+
+
+def _signature() -> Any:
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    return ModelSignature(inputs=Schema([ColSpec("string", "context")]), outputs=Schema([ColSpec("string")]),
+                          params=ParamSchema([ParamSpec("k", "long", DEFAULT_K)]))
+
+
+def _input_example() -> tuple[dict[str, list[str]], dict[str, Any]]:
+    context = Context("example", (ContextTurn("customer", "Hello, I need help"),))
+    return {"context": [context_to_json(context)]}, {"k": DEFAULT_K}
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    chatbot: str
+    name: str
+    version: int
+    run_id: str
+    strategy: str
+
+
+def export_champion(strategy: Strategy, chatbot: str, tracking_uri: str, *, client: MlflowClient | None = None,
+                    alias: str | None = CHAMPION_ALIAS, tags: Mapping[str, str] | None = None) -> int:
+    """Register the fitted ``strategy`` as a new version of ``copilot-<chatbot>`` and point ``alias`` at it.
+
+    Args:
+        strategy: a fitted strategy (it is pickled as is).
+        chatbot: the chatbot it serves.
+        tracking_uri: the MLflow tracking and registry store (``sqlite:///...`` or a server URL).
+        client: an MlflowClient to reuse (default: a new one for ``tracking_uri``).
+        alias: the alias to set on the new version; None registers it without moving any alias.
+        tags: extra tags on the run and the model version.
+
+    Returns:
+        the new model version's number.
+    """
+    return export_model(strategy, chatbot, tracking_uri, client=client, alias=alias, tags=tags).version
+
+
+def export_model(strategy: Strategy, chatbot: str, tracking_uri: str, *, client: MlflowClient | None = None,
+                 alias: str | None = CHAMPION_ALIAS, tags: Mapping[str, str] | None = None) -> ExportedModel:
+    """:func:`export_champion` with everything it created (name, version, run)."""
+    from mlflow.exceptions import MlflowException
+
+    pyfunc = import_pyfunc()
+    tracker = MlflowTracker(tracking_uri)
+    client = client or tracker.client
+    name = model_name(chatbot)
+    all_tags = {"copilot.chatbot": chatbot, "copilot.strategy": strategy.describe(), "copilot.stage": "export",
+                **(tags or {})}
+    run = client.create_run(tracker.experiment_id(experiment_name(chatbot)), run_name=f"export {strategy.name}",
+                            tags=all_tags)
+    run_id = str(run.info.run_id)
+    try:
+        with tempfile.TemporaryDirectory(prefix="copilot-export-") as tmp:
+            pickled = Path(tmp) / "strategy.pkl"
+            with open(pickled, "wb") as fh:
+                pickle.dump(strategy, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            model_dir = Path(tmp) / "model"
+            pyfunc.save_model(str(model_dir), python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+                              artifacts={STRATEGY_ARTIFACT: str(pickled)}, signature=_signature(),
+                              input_example=_input_example(), pip_requirements=[])
+            client.log_artifacts(run_id, str(model_dir), artifact_path="model")
+            client.log_param(run_id, "strategy", strategy.describe()[:6000])
+        source = f"{run.info.artifact_uri}/model"
+        try:
+            client.create_registered_model(name, description=f"copilot reply suggestions for chatbot {chatbot}")
+        except MlflowException as exc:
+            if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
+                raise
+        version = client.create_model_version(name, source, run_id=run_id, tags=all_tags)
+        if alias is not None:
+            client.set_registered_model_alias(name, alias, str(version.version))
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id, status="FINISHED")
+    return ExportedModel(chatbot, name, int(version.version), run_id, strategy.describe())
+
+
+def load_model_version(client: MlflowClient, tracking_uri: str, name: str, version: int | str) -> Any:
+    """Download a registered model version's files and load it as a pyfunc model (no global MLflow state)."""
+    from mlflow.artifacts import download_artifacts
+
+    mv = client.get_model_version(name, str(version))
+    local = download_artifacts(artifact_uri=str(mv.source), tracking_uri=tracking_uri)
+    return import_pyfunc().load_model(local)
+
+
+def resolve_alias(client: MlflowClient, chatbot: str, alias: str = CHAMPION_ALIAS) -> int | None:
+    """The version ``alias`` points at for ``copilot-<chatbot>``, or None (no such model or alias)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return int(client.get_model_version_by_alias(model_name(chatbot), alias).version)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise
+
+
+def predict_suggestions(model: Any, context: Context, k: int) -> list[Suggestion]:
+    """One context through a loaded pyfunc model."""
+    out = model.predict(pd.DataFrame({"context": [context_to_json(context)]}), params={"k": int(k)})
+    first = out[0] if isinstance(out, list) else out.iloc[0, 0] if hasattr(out, "iloc") else out[0]
+    return suggestions_from_json(str(first))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The champions file and `copilot export`
+
+
+def load_champions(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Per chatbot ``{strategy, params}`` from a tuning result.
+
+    Accepts ``copilot tune``'s ``tuning.json`` (``{"per_chatbot": {bot: {"champion": {"strategy", "params",
+    ...}}}, ...}``, :mod:`copilot.tuning`) and a plain mapping ``{bot: {"strategy": name, "params": {...}}}``.
+    """
+    data = json.loads(Path(path).read_text())
+    if isinstance(data, Mapping) and isinstance(data.get("per_chatbot"), Mapping):
+        data = data["per_chatbot"]
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{path}: expected an object of chatbots")
+    out: dict[str, dict[str, Any]] = {}
+    for bot, entry in data.items():
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"{path}: {bot}: expected an object")
+        champion = entry.get("champion", entry)
+        if isinstance(champion, str):
+            champion = {"strategy": champion, "params": entry.get("params", {})}
+        if not isinstance(champion, Mapping) or "strategy" not in champion:
+            raise ValueError(f"{path}: {bot}: no champion strategy (expected {{'strategy': name, 'params': {{}}}})")
+        out[str(bot)] = {"strategy": str(champion["strategy"]), "params": dict(champion.get("params") or {})}
+    return out
+
+
+def export_champions(champions: Mapping[str, Mapping[str, Any]], train: Dataset, tracking_uri: str, *,
+                     chatbots: Sequence[str] | None = None) -> list[ExportedModel]:
+    """Fit each chatbot's champion on its training conversations and export it (alias ``champion``)."""
+    tracker = MlflowTracker(tracking_uri)
+    exported = []
+    for bot in sorted(champions):
+        if chatbots is not None and bot not in chatbots:
+            continue
+        spec = champions[bot]
+        strategy = make_strategy(spec["strategy"], spec.get("params") or {})
+        strategy.fit(train.subset(train.for_chatbot(bot)))
+        exported.append(export_model(strategy, bot, tracking_uri, client=tracker.client))
+    return exported
