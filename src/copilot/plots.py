@@ -32,9 +32,10 @@ MISS = 0  # the rank of a turn whose truth is in none of the suggestions
 
 
 def png(figure: Figure, dpi: int = 100) -> bytes:
-    """The figure as PNG bytes (Agg renderer: no display needed)."""
+    """The figure as PNG bytes (Agg renderer: no display needed). The figures here lay themselves out
+    (constrained layout), so no second "tight" drawing pass is needed."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    figure.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
 
 
@@ -181,7 +182,7 @@ def rank_histogram(frame: pd.DataFrame, k: int = 5, title: str = "Where the agen
     ax.set_yticks(np.arange(len(table)), [_short(str(s)) for s in table.index], fontsize=7)
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of turns")
-    ax.legend(ncols=k + 1, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.25 if len(table) < 4 else -0.1))
+    figure.legend(ncols=k + 1, fontsize=7, loc="outside lower center")
     ax.set_title(title, fontsize=10)
     return figure
 

@@ -255,7 +255,7 @@ class WorkbenchTracker:
 
             def draw(name: str, figure: Figure) -> Path:
                 path = folder / name
-                figure.savefig(path, dpi=100, bbox_inches="tight")
+                path.write_bytes(plots.png(figure))
                 return path
 
             for index, chatbot in enumerate(chatbots):
