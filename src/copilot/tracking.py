@@ -333,6 +333,11 @@ def _turn_figures(frame: pd.DataFrame) -> Any:
     return figures
 
 
+def is_server(settings: Settings) -> bool:
+    """Whether the tracking store is a server already (then it has its own UI)."""
+    return urlparse(settings.mlflow_tracking_uri).scheme in ("http", "https", "databricks")
+
+
 def mlflow_ui_command(settings: Settings, *, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
     """The command that serves the MLflow UI over the workbench's store, with what this machine needs.
 
@@ -345,7 +350,7 @@ def mlflow_ui_command(settings: Settings, *, host: str = "127.0.0.1", port: int 
         ValueError: when the store is already a server (``http(s)://``): open that one instead.
     """
     uri = settings.mlflow_tracking_uri
-    if urlparse(uri).scheme in ("http", "https", "databricks"):
+    if is_server(settings):
         raise ValueError(f"MLFLOW_TRACKING_URI is a tracking server already ({uri}): open it in a browser")
     command = ["env", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false", sys.executable, "-m", "mlflow", "server",
                "--backend-store-uri", uri]
