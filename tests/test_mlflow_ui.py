@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Evaluation
+from workbench_testing import Evaluation
 
 from copilot.settings import Settings
 from copilot.tracking import WorkbenchTracker, mlflow_ui_command

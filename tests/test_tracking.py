@@ -11,8 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
-from conftest import Evaluation
 from mlflow import MlflowClient
+from workbench_testing import Evaluation
 
 from copilot.settings import Settings
 from copilot.tracking import (
