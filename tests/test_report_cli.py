@@ -34,7 +34,7 @@ def test_copilot_report_writes_one_page_from_the_files(evaluation: Evaluation, t
         assert f'<section id="{key}">' in page and heading in page
     for path in files.values():
         assert file_sha256(path) in page
-    assert page.count("<img ") == 6 and "not given" not in page
+    assert page.count("<img ") == 8 and "not given" not in page
     assert "tfidf(ngram_range=(1, 2))" in page and "0.542" in page  # overall recall@1 of the constructed data
 
 

@@ -110,7 +110,8 @@ def leaderboard(summary: Mapping[str, Any], metric: str = "recall@1", *, chatbot
         _interval_axes(ax, rows_, metric, title)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
-    figure.suptitle(f"{metric} with its interval, per chatbot", fontsize=11)
+    if len(panels) > 1:
+        figure.suptitle(f"{metric} with its interval, per chatbot", fontsize=11)
     return figure
 
 

@@ -45,7 +45,8 @@ th, td { border-bottom: 1px solid #ddd; padding: 0.25rem 0.6rem; text-align: rig
 th:first-child, td:first-child, td.name { text-align: left; } tr.best td { font-weight: 600; }
 .interval { color: #666; font-size: 0.8rem; } .note { color: #555; font-style: italic; }
 img { max-width: 100%; height: auto; display: block; margin: 0.5rem 0 1rem; }
-details { margin: 0.3rem 0; } summary { cursor: pointer; }
+details { margin: 0.3rem 0; } summary { cursor: pointer; } summary h3 { display: inline; }
+code { word-break: break-all; } .wide { overflow-x: auto; }
 """
 
 
@@ -144,13 +145,13 @@ def _with_interval(metrics: Mapping[str, Any], metric: str) -> str:
 def _leaderboard_table(rows: Mapping[str, Mapping[str, Any]], metric: str) -> str:
     ranked = sorted(rows.items(), key=lambda item: -_float(item[1].get(metric)))
     head = "".join(f"<th>{_e(m)} [interval]</th>" for m in METRICS)
-    lines = [f"<table><thead><tr><th>strategy</th>{head}<th>turns</th></tr></thead><tbody>"]
+    lines = [f'<div class="wide"><table><thead><tr><th>strategy</th>{head}<th>turns</th></tr></thead><tbody>']
     for index, (strategy, metrics) in enumerate(ranked):
         cells = "".join(f"<td>{_with_interval(metrics, m)}</td>" for m in METRICS)
         turns = metrics.get("n_turns")
         css = ' class="best"' if index == 0 else ""
         lines.append(f"<tr{css}><td>{_e(strategy)}</td>{cells}<td>{_number(turns, 0)}</td></tr>")
-    lines.append("</tbody></table>")
+    lines.append("</tbody></table></div>")
     return "\n".join(lines)
 
 
@@ -170,15 +171,18 @@ def _leaderboard(summary: Mapping[str, Any], metric: str, predictions: pd.DataFr
     parts = [f"<p>Strategies ranked by {_e(metric)}, best first (bold); in brackets the interval of each figure. "
              "Where two intervals overlap, the data do not tell the two strategies apart.</p>"]
     if overall:
-        parts += ["<h3>All chatbots</h3>", _leaderboard_table(overall, metric)]
-    parts.append(_img(plots.leaderboard(summary, metric), f"{metric} with its interval, per chatbot"))
+        parts += ["<h3>All chatbots</h3>", _leaderboard_table(overall, metric),
+                  _img(plots.leaderboard(summary, metric, chatbots=[]), f"{metric} with its interval, all chatbots")]
     if predictions is not None and not predictions.empty:
         parts += ["<p>Where the agent's real reply ranks among each strategy's suggestions, all chatbots "
                   "together (matched on the template when known, on the text otherwise).</p>",
                   _img(plots.rank_histogram(predictions), "where the agent's reply ranks, per strategy")]
+    opened = " open" if len(per_chatbot) <= 6 else ""  # 36 chatbots: a list to open one by one
     for chatbot in sorted(per_chatbot):
-        parts.append(f'<details open><summary><h3 style="display:inline">{_e(chatbot)}</h3></summary>'
-                     f"{_leaderboard_table(per_chatbot[chatbot], metric)}</details>")
+        figure = plots.leaderboard(summary, metric, chatbots=[chatbot], overall=False)
+        parts.append(f'<details{opened}><summary><h3>{_e(chatbot)}</h3></summary>'
+                     f"{_leaderboard_table(per_chatbot[chatbot], metric)}"
+                     f"{_img(figure, f'{metric} with its interval, {chatbot}')}</details>")
     return "\n".join(parts)
 
 
