@@ -23,7 +23,7 @@ STAMP := $(VENV)/.installed
 # The browser tests drive Debian's Chromium: Playwright cannot download its own browser on this machine.
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: demo test lint typecheck install chromium clean
+.PHONY: demo test lint typecheck install chromium clean mlflow-ui
 
 install: $(STAMP) chromium
 
@@ -53,6 +53,10 @@ test: $(STAMP) chromium
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
+# The MLflow UI over the workbench's store (mlflow.db, artifacts in mlartifacts/) at http://127.0.0.1:5000.
+mlflow-ui: $(STAMP)
+	$(BIN)/copilot mlflow-ui
+
 lint: $(STAMP)
 	$(BIN)/ruff check src server tests benchmarks
 
@@ -60,4 +64,4 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) data/generated data/cache mlflow.db mlruns reports
+	rm -rf $(VENV) data/generated data/cache mlflow.db mlruns mlartifacts reports

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from workbench_testing import Evaluation, make_evaluation
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample" / "conversations.jsonl"
@@ -43,3 +44,8 @@ def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
     MlflowClient(tracking_uri=uri).search_experiments()  # creates the schema once
     return uri
+
+
+@pytest.fixture
+def evaluation() -> Evaluation:
+    return make_evaluation()

@@ -10,9 +10,22 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
+import pytest
 from mlflow import MlflowClient
+from workbench_testing import Evaluation
 
-from copilot.tracking import MlflowTracker, RunRecord, experiment_name, file_sha256, git_commit
+from copilot.settings import Settings
+from copilot.tracking import (
+    MlflowTracker,
+    RunRecord,
+    WorkbenchTracker,
+    experiment_name,
+    file_sha256,
+    git_commit,
+    mlflow_ui_command,
+)
+
+STRATEGY = "tfidf(ngram_range=(1, 2))"
 
 
 def test_a_run_logs_params_metrics_tags_and_artifacts(mlflow_uri: str, tmp_path: Path) -> None:
@@ -60,3 +73,67 @@ def test_provenance_helpers(tmp_path: Path) -> None:
     assert file_sha256(data) == "ca3d163bab055381827226140568f3bef7eaac187cebd76878e0b63e9e442356"
     assert git_commit(tmp_path) == "unknown"
     assert len(git_commit(Path(__file__).parent).split("-")[0]) == 40
+
+
+def test_an_evaluation_is_one_run_per_chatbot_and_strategy_plus_overall_runs(
+        mlflow_uri: str, evaluation: Evaluation, sample_path: Path, tmp_path: Path) -> None:
+    tracker = WorkbenchTracker(MlflowTracker(mlflow_uri))
+    run_ids = tracker.log_evaluation(evaluation.frame, evaluation.summary, evaluation.params,
+                                     data_path=sample_path, stage="evaluate")
+    assert len(run_ids) == 2 * 2 + 3  # (bank, weather) x 2 strategies, then 2 strategies + champions overall
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    experiments = {name: client.get_experiment_by_name(name) for name in
+                   ("copilot/bank", "copilot/weather", "copilot/_all-chatbots")}
+    assert all(experiments.values())
+    bank = client.search_runs([experiments["copilot/bank"].experiment_id],
+                              filter_string=f"tags.`copilot.strategy` = '{STRATEGY}'")
+    run = next(r for r in bank if r.info.run_id in run_ids)
+    assert run.info.status == "FINISHED" and run.info.run_name == STRATEGY
+    expected = evaluation.summary["per_chatbot"]["bank"][STRATEGY]
+    assert run.data.metrics["recall_at_1"] == expected["recall@1"]
+    assert run.data.metrics["recall_at_1_low"] == expected["recall@1_low"]
+    assert run.data.metrics["mrr_high"] == expected["mrr_high"]
+    assert run.data.metrics["n_predictions"] == 12 and "latency_ms_p50" in run.data.metrics
+    assert run.data.params["strategy"] == STRATEGY and run.data.params["nested.x"] == "[1, 2]"
+    tags = run.data.tags
+    assert tags["copilot.stage"] == "evaluate" and tags["copilot.chatbot"] == "bank"
+    assert tags["copilot.data_sha256"] == file_sha256(sample_path)
+    assert tags["copilot.git_commit"] == git_commit(Path(__file__).parent)
+    paths = {a.path for a in client.list_artifacts(run.info.run_id)}
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert "predictions.json" in paths
+    assert plots == {"plots/rank_histogram.png", "plots/latency.png", "plots/leaderboard.png"}
+    # logged as MlflowClient.log_table does (its load_table reads the global tracking URI, hence by hand here)
+    assert json.loads(tags["mlflow.loggedArtifacts"]) == [{"path": "predictions.json", "type": "table"}]
+    table = pd.read_json(client.download_artifacts(run.info.run_id, "predictions.json", str(tmp_path)),
+                         orient="split")
+    assert len(table) == 12 and set(table["chatbot"]) == {"bank"} and set(table["strategy"]) == {STRATEGY}
+
+    overall = client.search_runs([experiments["copilot/_all-chatbots"].experiment_id])
+    by_name = {r.info.run_name: r for r in overall if r.info.run_id in run_ids}
+    assert set(by_name) == {*evaluation.params, "champions"}
+    assert by_name["champions"].data.params == {"strategy": "champions"}
+    assert "latency_ms_p50" not in by_name["champions"].data.metrics  # no turns of its own in this table
+    assert by_name[STRATEGY].data.metrics["recall_at_1"] == evaluation.summary["overall"][STRATEGY]["recall@1"]
+    local = client.download_artifacts(by_name[STRATEGY].info.run_id, "predictions.parquet", str(tmp_path))
+    assert len(pd.read_parquet(local)) == 24
+
+
+def test_a_stage_outside_the_known_ones_is_refused(mlflow_uri: str, evaluation: Evaluation,
+                                                   sample_path: Path) -> None:
+    with pytest.raises(ValueError, match="stage must be one of evaluate, tune, replay"):
+        WorkbenchTracker(MlflowTracker(mlflow_uri)).log_evaluation(
+            evaluation.frame, evaluation.summary, {}, data_path=sample_path, stage="train")
+
+
+def test_the_mlflow_ui_command_serves_the_trackers_store(tmp_path: Path) -> None:
+    settings = Settings.from_env({}, root=tmp_path)
+    command = mlflow_ui_command(settings, port=5001)
+    assert command[:2] == ["env", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false"]
+    assert command[command.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    artifacts = (tmp_path / "mlartifacts").resolve()
+    assert command[command.index("--default-artifact-root") + 1] == artifacts.as_uri()
+    assert command[command.index("--artifacts-destination") + 1] == str(artifacts)
+    assert command[-6:] == ["--host", "127.0.0.1", "--port", "5001", "--workers", "1"]
+    with pytest.raises(ValueError, match="tracking server already"):
+        mlflow_ui_command(Settings.from_env({"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"}, root=tmp_path))

@@ -167,6 +167,43 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
           f"({report['conversations_per_s']:.2f}/s), {report['suggestions_received']}/{report['agent_turns']} "
           f"agent turns with suggestions, {len(report['errors'])} errors; wrote {args.out}")
     return 0 if not report["errors"] else 1
+def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from copilot.report import load_table, write_report
+    from copilot.settings import find_project_root
+
+    sources = {name: path for name, path in (("summary", args.summary), ("predictions", args.predictions),
+                                             ("handoff", args.handoff), ("replay turns", args.replay_turns),
+                                             ("champions vs global", args.champions_vs_global)) if path}
+    path = write_report(
+        args.out if args.out is not None else find_project_root() / "reports",
+        summary=json.loads(Path(args.summary).read_text()) if args.summary else {},
+        predictions=load_table(args.predictions) if args.predictions else None,
+        handoff=json.loads(Path(args.handoff).read_text()) if args.handoff else None,
+        replay_turns=load_table(args.replay_turns) if args.replay_turns else None,
+        champions_vs_global=load_table(args.champions_vs_global) if args.champions_vs_global else None,
+        title=args.title,
+        sources=sources,
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_mlflow_ui(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+    import shlex
+
+    from copilot.tracking import mlflow_ui_command
+
+    try:
+        command = mlflow_ui_command(settings, host=args.host, port=args.port)
+    except ValueError as exc:
+        print(f"copilot mlflow-ui: {exc}", file=sys.stderr)
+        return 2
+    print(shlex.join(command), flush=True)
+    if args.print_only:
+        return 0
+    print(f"MLflow UI at http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    os.execvp(command[0], command)  # the server takes over this process, so Ctrl-C reaches it directly
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -254,6 +291,22 @@ def build_parser() -> argparse.ArgumentParser:
     results.add_argument("--runs", nargs="+", required=True, metavar="DIR", help="folders written by evaluate")
     results.add_argument("--out", default="docs/results.md")
     results.set_defaults(handler=_cmd_results)
+    report = sub.add_parser("report", help="write the HTML report for product (index.html)")
+    report.add_argument("--out", help="the folder to write index.html into (default: reports/ in the project)")
+    report.add_argument("--summary", metavar="FILE", help="the evaluation's summary.json")
+    report.add_argument("--predictions", metavar="FILE", help="the per-turn predictions (.parquet, .jsonl, .csv)")
+    report.add_argument("--handoff", metavar="FILE", help="the replay's handoff.json")
+    report.add_argument("--replay-turns", metavar="FILE", help="the replay's per-turn table (turns.parquet)")
+    report.add_argument("--champions-vs-global", metavar="CSV",
+                        help="per chatbot: champion, global and their recall@1 with _low/_high bounds")
+    report.add_argument("--title", default="Copilot report")
+    report.set_defaults(handler=_cmd_report)
+
+    ui = sub.add_parser("mlflow-ui", help="serve the MLflow UI over the workbench's tracking store")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--print-only", action="store_true", help="print the command instead of running it")
+    ui.set_defaults(handler=_cmd_mlflow_ui)
 
     demo = sub.add_parser("demo", help="the main job end to end on embedded defaults")
     demo.set_defaults(handler=_cmd_demo)

@@ -7,6 +7,7 @@ per-chatbot statistics. Each stage is a library function that the notebooks and 
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from copilot.data import dataset_stats
 from copilot.importers.star import import_star
 from copilot.records import Dataset, load_dataset, save_dataset
 from copilot.settings import Settings
+from copilot.tracking import is_server, mlflow_ui_command
 
 
 def prepare_data(settings: Settings, say: Callable[[str], None] = print) -> tuple[str, Path, Dataset]:
@@ -35,4 +37,9 @@ def run_demo(settings: Settings, say: Callable[[str], None] = print) -> int:
     name, path, dataset = prepare_data(settings, say)
     say(f"\n{name}: {len(dataset.conversations)} conversations, {len(dataset.chatbots)} chatbots ({path})\n")
     say(dataset_stats(dataset).to_string(index=False))
+    if is_server(settings):
+        say(f"\nMLflow: {settings.mlflow_tracking_uri}")
+    else:
+        say(f"\nMLflow UI over {settings.mlflow_tracking_uri}: `make mlflow-ui` (or `copilot mlflow-ui`) runs\n"
+            f"  {shlex.join(mlflow_ui_command(settings))}")
     return 0

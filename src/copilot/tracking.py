@@ -12,7 +12,10 @@ import hashlib
 import json
 import math
 import re
+import shutil
 import subprocess
+import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +25,8 @@ from urllib.parse import urlparse
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
+
+    from copilot.settings import Settings
 
 EXPERIMENT_PREFIX = "copilot/"
 OVERALL_EXPERIMENT = "copilot/_all-chatbots"
@@ -44,6 +49,8 @@ class RunRecord:
     tables: Mapping[str, pd.DataFrame] = field(default_factory=dict)
     figures: Mapping[str, Figure] = field(default_factory=dict)
     documents: Mapping[str, Any] = field(default_factory=dict)
+    files: Mapping[str, Path] = field(default_factory=dict)
+    """Artifacts already on disk (artifact path -> local file), e.g. one plot shared by many runs."""
 
 
 class Tracker(Protocol):
@@ -101,7 +108,9 @@ class MlflowTracker:
         return exp_id
 
     def log_run(self, record: RunRecord) -> str:
+        """Log one run: metrics, params and tags in batches, every artifact in one upload."""
         from mlflow.entities import Metric, Param, RunTag
+        from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
 
         run = self.client.create_run(self.experiment_id(record.experiment), run_name=record.run_name)
         run_id = str(run.info.run_id)
@@ -111,20 +120,47 @@ class MlflowTracker:
                        if v is not None and math.isfinite(float(v))]
             params = [Param(k, v) for k, v in _flat_params(record.params).items()]
             tags = [RunTag(k, str(v)) for k, v in record.tags.items()]
+            if record.tables:
+                # What MlflowClient.log_table records, so the UI shows the tables as tables.
+                tags.append(RunTag(MLFLOW_LOGGED_ARTIFACTS, json.dumps(
+                    [{"path": name, "type": "table"} for name in record.tables])))
             for start in range(0, max(len(metrics), len(params), len(tags)), 100):  # MLflow's batch limits
                 self.client.log_batch(run_id, metrics=metrics[start:start + 100], params=params[start:start + 100],
                                       tags=tags[start:start + 100])
-            for name, frame in record.tables.items():
-                self.client.log_table(run_id, frame, artifact_file=name)
-            for name, figure in record.figures.items():
-                self.client.log_figure(run_id, figure, artifact_file=name)
-            for name, document in record.documents.items():
-                self.client.log_dict(run_id, document, artifact_file=name)
+            if record.tables or record.figures or record.documents or record.files:
+                with tempfile.TemporaryDirectory(prefix="copilot-run-") as tmp:
+                    _write_artifacts(Path(tmp), record)
+                    self.client.log_artifacts(run_id, tmp)
         except BaseException:
             self.client.set_terminated(run_id, status="FAILED")
             raise
         self.client.set_terminated(run_id, status="FINISHED")
         return run_id
+
+
+def _write_artifacts(folder: Path, record: RunRecord) -> None:
+    """Lay out a run's artifacts in ``folder`` (then uploaded in one call, instead of one call per artifact)."""
+
+    def target(name: str) -> Path:
+        path = folder / name
+        if folder.resolve() not in path.resolve().parents:
+            raise ValueError(f"artifact path {name!r} leaves the run's folder")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    for name, frame in record.tables.items():
+        if name.endswith(".parquet"):
+            frame.to_parquet(target(name), index=False)
+        elif name.endswith(".json"):  # the layout MlflowClient.log_table writes and the UI reads
+            frame.to_json(target(name), orient="split", index=False, date_format="iso")
+        else:
+            raise ValueError(f"a table artifact must end in .json or .parquet, not {name!r}")
+    for name, figure in record.figures.items():
+        figure.savefig(target(name), dpi=100, bbox_inches="tight")
+    for name, document in record.documents.items():
+        target(name).write_text(json.dumps(document, indent=2, sort_keys=True, default=str) + "\n")
+    for name, source in record.files.items():
+        shutil.copyfile(source, target(name))
 
 
 def _default_artifact_root(tracking_uri: str) -> Path | None:
@@ -156,3 +192,169 @@ def git_commit(root: str | Path | None = None) -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{commit}-dirty" if dirty else commit
+
+
+STAGES = ("evaluate", "tune", "replay")
+METRICS_TABLE = "predictions.json"  # a chatbot's turns: small, and the UI shows a .json table as a table
+OVERALL_TABLE = "predictions.parquet"  # every chatbot's turns: compact
+
+
+class WorkbenchTracker:
+    """Logs what the workbench produces to a :class:`Tracker` in the layout of W6.
+
+    One run per (chatbot, strategy) in experiment ``copilot/<chatbot>``, and one run per strategy over all chatbots
+    in ``copilot/_all-chatbots``. Each run has the strategy's params, the summary's metrics with their interval
+    bounds (``recall_at_1``, ``recall_at_1_low``, ...), latency and token figures from the predictions, the turns
+    as a table artifact, plots, and tags naming the data file's SHA-256, the git commit and the stage.
+
+    Plots compare a chatbot's strategies, so each is drawn once per chatbot and the same file is attached to every
+    run of that chatbot: drawing is what costs, not copying (36 chatbots × 10 strategies is 360 runs).
+    """
+
+    def __init__(self, tracker: Tracker):
+        self.tracker = tracker
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WorkbenchTracker:
+        """The MLflow store of ``settings`` (by default ``mlflow.db`` with ``mlartifacts/`` beside it)."""
+        return cls(MlflowTracker(settings.mlflow_tracking_uri))
+
+    def log_evaluation(self, frame: pd.DataFrame, summary: Mapping[str, Any],
+                       params_by_strategy: Mapping[str, Mapping[str, Any]], *, data_path: str | Path,
+                       stage: str) -> list[str]:
+        """Log an evaluation (or a tuning or a replay: ``stage``); returns the ids of the runs, per chatbot first.
+
+        Args:
+            frame: the per-turn predictions table (:mod:`copilot.predictions`), every chatbot and strategy.
+            summary: ``{"overall": {strategy: metrics}, "per_chatbot": {chatbot: {strategy: metrics}}}``.
+            params_by_strategy: each strategy's ``get_params()``; a strategy missing here (e.g. ``champions``)
+                is logged without params.
+            data_path: the dataset file the evaluation read; its SHA-256 becomes a tag.
+            stage: one of :data:`STAGES`.
+        """
+        from copilot import plots
+
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {', '.join(STAGES)}, not {stage!r}")
+        common = {
+            "copilot.stage": stage,
+            "copilot.data_path": str(data_path),
+            "copilot.data_sha256": file_sha256(data_path),
+            "copilot.git_commit": git_commit(Path(__file__).resolve().parent),
+        }
+        if common["copilot.git_commit"] != "unknown":
+            common["mlflow.source.git.commit"] = common["copilot.git_commit"].removesuffix("-dirty")
+        turns = _turn_figures(frame)
+        per_chatbot: Mapping[str, Mapping[str, Any]] = summary.get("per_chatbot", {})
+        groups = dict(tuple(frame.groupby(["chatbot", "strategy"], sort=False))) if len(frame) else {}
+        by_strategy = dict(tuple(frame.groupby("strategy", sort=False))) if len(frame) else {}
+        chatbots = sorted(set(per_chatbot) | set(frame["chatbot"].unique() if len(frame) else []))
+        run_ids: list[str] = []
+        with tempfile.TemporaryDirectory(prefix="copilot-plots-") as tmp:
+            folder = Path(tmp)
+
+            def draw(name: str, figure: Figure) -> Path:
+                path = folder / name
+                path.write_bytes(plots.png(figure))
+                return path
+
+            for index, chatbot in enumerate(chatbots):
+                rows = frame[frame["chatbot"] == chatbot] if len(frame) else frame
+                files: dict[str, Path] = {}
+                if len(rows):
+                    files = {
+                        "plots/rank_histogram.png": draw(f"{index}-rank.png",
+                                                         plots.rank_histogram(rows, title=f"{chatbot}: rank")),
+                        "plots/latency.png": draw(f"{index}-latency.png",
+                                                  plots.latency(rows, title=f"{chatbot}: suggestion latency")),
+                    }
+                if per_chatbot.get(chatbot):
+                    files["plots/leaderboard.png"] = draw(
+                        f"{index}-leaderboard.png",
+                        plots.leaderboard({"per_chatbot": {chatbot: per_chatbot[chatbot]}}, overall=False))
+                strategies = _ordered(per_chatbot.get(chatbot, {}), rows)
+                for strategy in strategies:
+                    own = groups.get((chatbot, strategy))
+                    run_ids.append(self.tracker.log_run(RunRecord(
+                        experiment=experiment_name(chatbot),
+                        run_name=strategy[:250],
+                        params={"strategy": strategy, **params_by_strategy.get(strategy, {})},
+                        metrics={**per_chatbot.get(chatbot, {}).get(strategy, {}), **turns(own)},
+                        tags={**common, "copilot.chatbot": chatbot, "copilot.strategy": strategy},
+                        tables={METRICS_TABLE: own} if own is not None else {},
+                        files=files,
+                    )))
+            overall: Mapping[str, Any] = summary.get("overall", {})
+            files = {}
+            if len(frame):
+                files = {"plots/rank_histogram.png": draw("all-rank.png", plots.rank_histogram(frame)),
+                         "plots/latency.png": draw("all-latency.png", plots.latency(frame))}
+            if per_chatbot or overall:
+                files["plots/leaderboard.png"] = draw("all-leaderboard.png", plots.leaderboard(summary))
+            for strategy in _ordered(overall, frame):
+                own = by_strategy.get(strategy)
+                run_ids.append(self.tracker.log_run(RunRecord(
+                    experiment=OVERALL_EXPERIMENT,
+                    run_name=strategy[:250],
+                    params={"strategy": strategy, **params_by_strategy.get(strategy, {})},
+                    metrics={**overall.get(strategy, {}), **turns(own)},
+                    tags={**common, "copilot.chatbot": "_all-chatbots", "copilot.strategy": strategy},
+                    tables={OVERALL_TABLE: own} if own is not None else {},
+                    files=files,
+                    documents={"summary.json": summary},
+                )))
+        return run_ids
+
+
+def _ordered(metrics_by_strategy: Mapping[str, Any], rows: pd.DataFrame) -> list[str]:
+    """The summary's strategies, then any that only the predictions have."""
+    names = list(metrics_by_strategy)
+    if len(rows):
+        names += [s for s in rows["strategy"].unique() if s not in metrics_by_strategy]
+    return [str(name) for name in names]
+
+
+def _turn_figures(frame: pd.DataFrame) -> Any:
+    """Latency and token figures of a group of turns (the summary has the recall metrics)."""
+
+    def figures(rows: pd.DataFrame | None) -> dict[str, float]:
+        if rows is None or rows.empty:
+            return {}
+        latency = rows["latency_ms"].astype(float)
+        return {
+            "latency_ms_p50": float(latency.quantile(0.5)),
+            "latency_ms_p90": float(latency.quantile(0.9)),
+            "latency_ms_p99": float(latency.quantile(0.99)),
+            "latency_ms_mean": float(latency.mean()),
+            "tokens_mean": float(rows["tokens"].astype(float).mean()),
+            "n_predictions": float(len(rows)),
+        }
+
+    return figures
+
+
+def is_server(settings: Settings) -> bool:
+    """Whether the tracking store is a server already (then it has its own UI)."""
+    return urlparse(settings.mlflow_tracking_uri).scheme in ("http", "https", "databricks")
+
+
+def mlflow_ui_command(settings: Settings, *, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
+    """The command that serves the MLflow UI over the workbench's store, with what this machine needs.
+
+    One worker (the machine has two cores shared by everyone) and MLflow's job runner off (it wants Huey and a
+    second database, which nothing here uses). For a local SQLite store, artifacts live in ``mlartifacts/`` beside
+    the database, for the experiments the tracker creates and for any made in the UI. ``env`` sets the variable so
+    the printed command can be pasted as it is.
+
+    Raises:
+        ValueError: when the store is already a server (``http(s)://``): open that one instead.
+    """
+    uri = settings.mlflow_tracking_uri
+    if is_server(settings):
+        raise ValueError(f"MLFLOW_TRACKING_URI is a tracking server already ({uri}): open it in a browser")
+    command = ["env", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false", sys.executable, "-m", "mlflow", "server",
+               "--backend-store-uri", uri]
+    root = _default_artifact_root(uri)
+    if root is not None:
+        command += ["--default-artifact-root", root.resolve().as_uri(), "--artifacts-destination", str(root.resolve())]
+    return [*command, "--host", host, "--port", str(port), "--workers", "1"]

@@ -1,0 +1,223 @@
+"""The workbench's plots (W9), as matplotlib Figures: the HTML report embeds them, the tracker logs them to MLflow
+and a notebook shows them as they are.
+
+Every function returns a new :class:`~matplotlib.figure.Figure` built with the object API (never ``pyplot``'s
+global state), so nothing here needs a display and several figures can be drawn from threads or a server; the
+caller closes nothing. :func:`png` turns a figure into PNG bytes.
+
+Inputs are the shapes the other parts produce: the evaluation summary (``{"overall": {strategy: metrics},
+"per_chatbot": {chatbot: {strategy: metrics}}}``, metrics such as ``recall@1`` with ``recall@1_low`` and
+``recall@1_high``), the per-turn predictions table (:mod:`copilot.predictions`), the replay's handoff timings and a
+champion-vs-global table.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+TIMINGS = {
+    "escalation_to_notification_ms": "escalation to notification",
+    "claim_ms": "claim",
+    "first_agent_reply_ms": "first agent reply",
+    "suggestion_ms": "suggestion",
+}
+MISS = 0  # the rank of a turn whose truth is in none of the suggestions
+
+
+def png(figure: Figure, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes (Agg renderer: no display needed). The figures here lay themselves out
+    (constrained layout), so no second "tight" drawing pass is needed."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def _norm(text: Any) -> str:
+    return " ".join(str(text).lower().split())
+
+
+def truth_rank(row: Mapping[str, Any]) -> int:
+    """Where the agent's real reply is among a turn's suggestions: 1 for the first, :data:`MISS` (0) for none.
+
+    A turn with a known template (``truth_label``) and labelled suggestions is matched on labels; otherwise on the
+    text, ignoring case and spacing. This is for plots; the metrics themselves live in the evaluation.
+    """
+    label = row.get("truth_label")
+    labels = row.get("suggested_labels")
+    if isinstance(label, str) and label and labels is not None and any(isinstance(x, str) for x in labels):
+        candidates = list(labels)
+        wanted: Any = label
+    else:
+        texts = row.get("suggested_texts")
+        candidates = [_norm(t) for t in (texts if texts is not None else [])]
+        wanted = _norm(row.get("truth_text", ""))
+    for position, candidate in enumerate(candidates, start=1):
+        if candidate == wanted:
+            return position
+    return MISS
+
+
+def _interval(metrics: Mapping[str, Any], metric: str) -> tuple[float, float, float]:
+    value = float(metrics.get(metric, math.nan))
+    low = float(metrics.get(f"{metric}_low", value))
+    high = float(metrics.get(f"{metric}_high", value))
+    return value, low, high
+
+
+def _interval_axes(ax: Any, rows: Mapping[str, Mapping[str, Any]], metric: str, title: str) -> None:
+    """Strategies on the y axis, best at the top, a point with its interval for each."""
+    items = sorted(rows.items(), key=lambda item: _interval(item[1], metric)[0])  # barh draws bottom up
+    values = np.array([_interval(m, metric) for _, m in items], dtype=float).reshape(-1, 3)
+    y = np.arange(len(items))
+    errors = np.vstack([np.clip(values[:, 0] - values[:, 1], 0, None), np.clip(values[:, 2] - values[:, 0], 0, None)])
+    ax.errorbar(values[:, 0], y, xerr=errors, fmt="o", color="#1f5fa8", ecolor="#7fa7d6", capsize=3, markersize=4)
+    ax.set_yticks(y, [_short(name) for name, _ in items], fontsize=7)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.7, len(items) - 0.3)
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+
+
+def _short(name: str, width: int = 34) -> str:
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
+def leaderboard(summary: Mapping[str, Any], metric: str = "recall@1", *, chatbots: list[str] | None = None,
+                overall: bool = True, columns: int = 3) -> Figure:
+    """Each chatbot's strategies with ``metric`` and its interval, one panel per chatbot (the overall figures
+    first when ``overall``). ``chatbots`` picks and orders the panels (default: all, sorted)."""
+    per_chatbot: Mapping[str, Any] = summary.get("per_chatbot", {})
+    panels: list[tuple[str, Mapping[str, Any]]] = []
+    if overall and summary.get("overall"):
+        panels.append(("all chatbots", summary["overall"]))
+    for chatbot in chatbots if chatbots is not None else sorted(per_chatbot):
+        panels.append((chatbot, per_chatbot[chatbot]))
+    if not panels:
+        return _empty(f"no {metric} in the summary")
+    columns = max(1, min(columns, len(panels)))
+    rows = math.ceil(len(panels) / columns)
+    height = max(1.0, 0.22 * max(len(p) for _, p in panels) + 0.8)
+    figure = Figure(figsize=(4.6 * columns, height * rows), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for ax, (title, rows_) in zip(axes.flat, panels, strict=False):
+        _interval_axes(ax, rows_, metric, title)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    if len(panels) > 1:
+        figure.suptitle(f"{metric} with its interval, per chatbot", fontsize=11)
+    return figure
+
+
+def champion_vs_global(frame: pd.DataFrame, metric: str = "recall@1") -> Figure:
+    """Per chatbot, its own champion against the one global strategy, each with its interval.
+
+    ``frame`` has columns chatbot, champion, global, ``champion_<metric>``, ``global_<metric>`` and their
+    ``_low``/``_high`` bounds.
+    """
+    if frame.empty:
+        return _empty("no champion-vs-global table")
+    data = frame.sort_values(f"champion_{metric}").reset_index(drop=True)
+    y = np.arange(len(data))
+    figure = Figure(figsize=(7.5, 0.3 * len(data) + 1.4), layout="constrained")
+    ax = figure.subplots()
+    for which, offset, color in (("champion", 0.15, "#1f7a3a"), ("global", -0.15, "#a8581f")):
+        value = data[f"{which}_{metric}"].to_numpy(dtype=float)
+        low = data.get(f"{which}_{metric}_low", data[f"{which}_{metric}"]).to_numpy(dtype=float)
+        high = data.get(f"{which}_{metric}_high", data[f"{which}_{metric}"]).to_numpy(dtype=float)
+        errors = np.vstack([np.clip(value - low, 0, None), np.clip(high - value, 0, None)])
+        ax.errorbar(value, y + offset, xerr=errors, fmt="o", color=color, capsize=3, markersize=4,
+                    label=f"{which} strategy")
+    ax.set_yticks(y, [str(c) for c in data["chatbot"]], fontsize=7)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(metric)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(f"Each chatbot's champion against the global strategy ({metric})", fontsize=10)
+    return figure
+
+
+def latency(frame: pd.DataFrame, title: str = "Suggestion latency per strategy") -> Figure:
+    """The distribution of ``latency_ms`` per strategy (box plots on a log scale, where the spread calls for it)."""
+    data = frame.dropna(subset=["latency_ms"]) if "latency_ms" in frame else frame.iloc[0:0]
+    if data.empty:
+        return _empty("no latencies")
+    groups = sorted(data.groupby("strategy")["latency_ms"], key=lambda item: float(item[1].median()))
+    figure = Figure(figsize=(7.5, 0.32 * len(groups) + 1.4), layout="constrained")
+    ax = figure.subplots()
+    ax.boxplot([g.to_numpy(dtype=float) for _, g in groups], orientation="horizontal", showfliers=True,
+               flierprops={"markersize": 2, "alpha": 0.4})
+    ax.set_yticks(np.arange(1, len(groups) + 1), [_short(str(name)) for name, _ in groups], fontsize=7)
+    positive = data["latency_ms"][data["latency_ms"] > 0]
+    if len(positive) and positive.max() / max(positive.min(), 1e-9) > 100:
+        ax.set_xscale("log")
+    ax.set_xlabel("latency (ms)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    return figure
+
+
+def rank_histogram(frame: pd.DataFrame, k: int = 5, title: str = "Where the agent's reply ranks") -> Figure:
+    """Per strategy, the share of turns whose real reply is the 1st, 2nd, ... k-th suggestion or in none."""
+    if frame.empty:
+        return _empty("no turns")
+    ranks = frame.apply(truth_rank, axis=1).clip(upper=k + 1)
+    table = pd.crosstab(frame["strategy"], ranks, normalize="index")
+    buckets = [*range(1, k + 1), MISS]
+    table = table.reindex(columns=buckets, fill_value=0.0)
+    figure = Figure(figsize=(7.5, 0.3 * len(table) + 1.6), layout="constrained")
+    ax = figure.subplots()
+    left = np.zeros(len(table))
+    colors = [*[f"C{i}" for i in range(k)], "#cccccc"]
+    for bucket, color in zip(buckets, colors, strict=True):
+        share = table[bucket].to_numpy(dtype=float)
+        ax.barh(np.arange(len(table)), share, left=left, color=color,
+                label="none" if bucket == MISS else f"#{bucket}")
+        left += share
+    ax.set_yticks(np.arange(len(table)), [_short(str(s)) for s in table.index], fontsize=7)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of turns")
+    figure.legend(ncols=k + 1, fontsize=7, loc="outside lower center")
+    ax.set_title(title, fontsize=10)
+    return figure
+
+
+def handoff_timings(handoff: Mapping[str, Any]) -> Figure:
+    """The replay's handoff timings (p50 and p99 of each) as grouped bars on a log scale."""
+    present = [(key, label) for key, label in TIMINGS.items() if isinstance(handoff.get(key), Mapping)]
+    if not present:
+        return _empty("no handoff timings")
+    figure = Figure(figsize=(7.5, 3.2), layout="constrained")
+    ax = figure.subplots()
+    x = np.arange(len(present))
+    for offset, quantile, color in ((-0.2, "p50", "#1f5fa8"), (0.2, "p99", "#a8581f")):
+        values = [float(handoff[key].get(quantile, math.nan)) for key, _ in present]
+        bars = ax.bar(x + offset, values, width=0.4, color=color, label=quantile)
+        ax.bar_label(bars, labels=[_ms(v) for v in values], fontsize=7, padding=2)
+    ax.set_xticks(x, [label for _, label in present], fontsize=8)
+    positive = [float(handoff[key][q]) for key, _ in present for q in ("p50", "p99")
+                if isinstance(handoff[key].get(q), int | float) and handoff[key][q] > 0]
+    if positive and max(positive) > 100 * min(positive):  # notification in ms, first reply in seconds
+        ax.set_yscale("log")
+    ax.set_ylabel("ms")
+    ax.legend(fontsize=8)
+    ax.set_title("Handoff timings in the replay", fontsize=10)
+    return figure
+
+
+def _ms(value: float) -> str:
+    if not math.isfinite(value):
+        return ""
+    return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
+
+
+def _empty(message: str) -> Figure:
+    figure = Figure(figsize=(4, 1))
+    figure.text(0.5, 0.5, message, ha="center", va="center")
+    return figure

@@ -1,0 +1,64 @@
+"""The report from files through the command line, and the plots a notebook gets (tests/browser/test_report.py
+opens the page in a real browser)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from matplotlib.figure import Figure
+from workbench_testing import HANDOFF, Evaluation, champions_vs_global
+
+from copilot import plots
+from copilot.cli import main
+from copilot.report import SECTIONS, write_report
+from copilot.tracking import file_sha256
+
+
+def test_copilot_report_writes_one_page_from_the_files(evaluation: Evaluation, tmp_path: Path) -> None:
+    files = {"summary": tmp_path / "summary.json", "predictions": tmp_path / "predictions.parquet",
+             "handoff": tmp_path / "handoff.json", "replay": tmp_path / "turns.parquet",
+             "champions": tmp_path / "champions.csv"}
+    files["summary"].write_text(json.dumps(evaluation.summary))
+    evaluation.frame.to_parquet(files["predictions"])
+    files["handoff"].write_text(json.dumps(HANDOFF))
+    evaluation.frame.to_parquet(files["replay"])
+    champions_vs_global().to_csv(files["champions"], index=False)
+    out = tmp_path / "reports"
+    assert main(["report", "--out", str(out), "--summary", str(files["summary"]),
+                 "--predictions", str(files["predictions"]), "--handoff", str(files["handoff"]),
+                 "--replay-turns", str(files["replay"]), "--champions-vs-global", str(files["champions"])]) == 0
+    page = (out / "index.html").read_text()
+    assert [p.name for p in out.iterdir()] == ["index.html"]  # one self-contained file
+    for key, heading in SECTIONS.items():
+        assert f'<section id="{key}">' in page and heading in page
+    for path in files.values():
+        assert file_sha256(path) in page
+    assert page.count("<img ") == 8 and "not given" not in page
+    assert "tfidf(ngram_range=(1, 2))" in page and "0.542" in page  # overall recall@1 of the constructed data
+
+
+def test_missing_inputs_say_what_to_pass_and_names_are_escaped(evaluation: Evaluation, tmp_path: Path) -> None:
+    summary = {"per_chatbot": {"<b>bank</b>": evaluation.summary["per_chatbot"]["bank"]}}
+    page = write_report(tmp_path, summary=summary).read_text()
+    assert "pass --predictions FILE" in page and "pass --handoff FILE" in page
+    assert "pass --champions-vs-global CSV" in page and "pass --replay-turns FILE" in page
+    assert "&lt;b&gt;bank&lt;/b&gt;" in page and "<b>bank</b>" not in page
+
+
+def test_the_plots_are_figures_for_notebooks(evaluation: Evaluation) -> None:
+    figures = [plots.leaderboard(evaluation.summary), plots.latency(evaluation.frame),
+               plots.handoff_timings(HANDOFF), plots.champion_vs_global(champions_vs_global()),
+               plots.rank_histogram(evaluation.frame)]
+    assert all(isinstance(f, Figure) for f in figures)
+    assert all(plots.png(f).startswith(b"\x89PNG") for f in figures)
+    assert len(plots.leaderboard(evaluation.summary).axes) == 3  # all chatbots, bank, weather
+
+
+def test_truth_rank_reads_labels_when_known_and_texts_otherwise() -> None:
+    labelled = {"truth_label": "b", "truth_text": "x", "suggested_labels": ["a", "b"], "suggested_texts": ["x", "y"]}
+    assert plots.truth_rank(labelled) == 2
+    free = {"truth_label": None, "truth_text": "Hello  there", "suggested_labels": [None, None],
+            "suggested_texts": ["hi", "hello there"]}
+    assert plots.truth_rank(free) == 2
+    assert plots.truth_rank({**free, "suggested_texts": ["no"]}) == plots.MISS
