@@ -13,7 +13,7 @@ SAMPLE = ROOT / "data" / "sample" / "conversations.jsonl"
 
 
 def _star_dir() -> Path | None:
-    value = os.environ.get("COPILOT_STAR_DIR")
+    value = os.environ.get("COPILOT_TEST_STAR_DIR") or os.environ.get("COPILOT_STAR_DIR")
     candidates = [Path(value)] if value else []
     candidates.append(ROOT.parent / "shared" / "data" / "star")
     for path in candidates:

@@ -37,6 +37,7 @@ class Settings:
         sample_path: the project's own small sample dataset.
         mlflow_tracking_uri: ``MLFLOW_TRACKING_URI``; default a SQLite file in the project.
         cache_dir: caches such as embeddings (``COPILOT_CACHE_DIR``).
+        reports_dir: where ``make demo`` and ``copilot report`` write the HTML report (``COPILOT_REPORTS_DIR``).
     """
 
     star_dir: Path | None = None
@@ -44,6 +45,7 @@ class Settings:
     sample_path: Path = Path("data/sample/conversations.jsonl")
     mlflow_tracking_uri: str = "sqlite:///mlflow.db"
     cache_dir: Path = Path("data/cache")
+    reports_dir: Path = Path("reports")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, root: Path | None = None) -> Settings:
@@ -59,4 +61,5 @@ class Settings:
             sample_path=Path(env.get(f"{PREFIX}SAMPLE_PATH") or root / cls.sample_path),
             mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}",
             cache_dir=Path(env.get(f"{PREFIX}CACHE_DIR") or root / cls.cache_dir),
+            reports_dir=Path(env.get(f"{PREFIX}REPORTS_DIR") or root / cls.reports_dir),
         )

@@ -1,0 +1,238 @@
+"""The workbench's stages as library functions: what ``make demo``, the notebooks and the CLI all call.
+
+A :class:`Workspace` is one dataset's folder under the work dir (``data/generated/<star|sample>/``) with fixed file
+names, so each stage finds what the previous one wrote:
+
+| stage | function | writes |
+|---|---|---|
+| data | :func:`prepare` | ``data.jsonl`` (STAR imported, or the sample), ``splits/{train,dev,test}.jsonl`` |
+| tune | :func:`tune_stage` | ``tune/tuning.json``, ``tune/leaderboard.csv``, ``tune/task.tuned.yaml`` |
+| evaluate | :func:`evaluate_stage` | ``evaluate/summary.json``, ``evaluate/predictions.parquet`` (test split) |
+| export | :func:`export_stage` | ``copilot-<chatbot>@champion`` in the MLflow registry, ``export.json`` |
+| replay | :func:`replay_stage` | ``replay/turns.parquet``, ``replay/handoff.json``, ``replay/summary.json`` |
+| report | :func:`report_stage` | ``<reports dir>/index.html`` |
+
+Every stage that scores something logs it to MLflow when given a tracker (:class:`copilot.tracking.WorkbenchTracker`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from copilot.data import SPLITS, split_dataset, write_splits
+from copilot.records import Dataset, load_dataset, save_dataset
+from copilot.settings import Settings, find_project_root
+
+if TYPE_CHECKING:
+    from copilot.replay import ReplayResult
+    from copilot.serving.export import ExportedModel
+    from copilot.tasks import Task
+    from copilot.tracking import WorkbenchTracker
+    from copilot.tuning import TuningResult
+
+Say = Callable[[str], None]
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """One dataset's generated files. ``name`` is ``star`` or ``sample``; ``task_path`` its evaluation task."""
+
+    name: str
+    root: Path
+    task_path: Path
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data.jsonl"
+
+    def split(self, name: str) -> Path:
+        return self.root / "splits" / f"{name}.jsonl"
+
+    @property
+    def tune_dir(self) -> Path:
+        return self.root / "tune"
+
+    @property
+    def tuned_task(self) -> Path:
+        return self.tune_dir / "task.tuned.yaml"
+
+    @property
+    def evaluate_dir(self) -> Path:
+        return self.root / "evaluate"
+
+    @property
+    def replay_dir(self) -> Path:
+        return self.root / "replay"
+
+    @property
+    def export_file(self) -> Path:
+        return self.root / "export.json"
+
+    def task(self, tuned: bool = False) -> Task:
+        from copilot.tasks import load_task
+
+        return load_task(self.tuned_task if tuned else self.task_path)
+
+    def dataset(self, split: str | None = None) -> Dataset:
+        return load_dataset(self.split(split) if split else self.data)
+
+
+def workspace(settings: Settings) -> Workspace:
+    """STAR's workspace when ``COPILOT_STAR_DIR`` is set, else the sample's."""
+    evals = find_project_root() / "evals"
+    name = "star" if settings.star_dir is not None else "sample"
+    return Workspace(name, settings.work_dir / name, evals / f"{name}.yaml")
+
+
+def prepare(settings: Settings, say: Say = print) -> Workspace:
+    """Import the data (STAR from ``COPILOT_STAR_DIR``, else the project's sample) and split it by conversation with
+    the task's seed and fractions. Re-running re-imports, so a changed STAR folder or importer is picked up."""
+    ws = workspace(settings)
+    ws.root.mkdir(parents=True, exist_ok=True)
+    if settings.star_dir is not None:
+        from copilot.importers.star import import_star
+
+        say(f"importing STAR from {settings.star_dir} ...")
+        dataset, report = import_star(settings.star_dir)
+        (ws.root / "import.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+        for line in report.lines():
+            say(f"  {line}")
+    else:
+        say(f"COPILOT_STAR_DIR is not set: running on the sample data {settings.sample_path}")
+        dataset = load_dataset(settings.sample_path)
+    save_dataset(dataset, ws.data)
+    task = ws.task()
+    splits = split_dataset(dataset, task.split_fractions, seed=task.split_seed)
+    write_splits(splits, ws.root / "splits")
+    say(f"{ws.name}: {len(dataset.conversations)} conversations of {len(dataset.chatbots)} chatbots; "
+        + ", ".join(f"{s} {len(splits[s].conversations)}" for s in SPLITS))
+    return ws
+
+
+def tune_stage(ws: Workspace, tracker: WorkbenchTracker | None = None, progress: bool = True,
+               say: Say = print) -> TuningResult:
+    """Search every strategy's settings per chatbot on train/dev, pick champions by the W5 rule, write the tuned
+    task (the task plus ``champions:``), and log every candidate to MLflow."""
+    from copilot.tuning import tune
+
+    result = tune(ws.task(), train=ws.split("train"), dev=ws.split("dev"), out_dir=ws.tune_dir, progress=progress)
+    result.write_task(ws.tuned_task)
+    if tracker is not None:
+        summary = json.loads((ws.tune_dir / "summary.json").read_text())
+        say("logging the tuning runs to MLflow ...")
+        tracker.log_evaluation(result.predictions, summary, _candidate_params(result), data_path=ws.split("dev"),
+                               stage="tune")
+    return result
+
+
+def _candidate_params(result: TuningResult) -> dict[str, dict[str, Any]]:
+    from copilot.tuning import candidate_params
+
+    return candidate_params(result)
+
+
+def evaluate_stage(ws: Workspace, tracker: WorkbenchTracker | None = None, progress: bool = True,
+                   say: Say = print) -> dict[str, Any]:
+    """Fit on train, score on test: every strategy of the tuned task, the global strategy and the champions."""
+    from copilot.evaluation import run
+
+    summary = run(ws.task(tuned=True), train=ws.split("train"), test=ws.split("test"), out_dir=ws.evaluate_dir,
+                  progress=progress)
+    if tracker is not None:
+        say("logging the evaluation runs to MLflow ...")
+        frame = pd.read_parquet(ws.evaluate_dir / "predictions.parquet")
+        tracker.log_evaluation(frame, summary, evaluated_params(ws.evaluate_dir), data_path=ws.split("test"),
+                               stage="evaluate")
+    return summary
+
+
+def evaluated_params(evaluate_dir: Path) -> dict[str, dict[str, Any]]:
+    """Each evaluated strategy's family and settings, from the evaluation's ``run.json``."""
+    described = json.loads((evaluate_dir / "run.json").read_text()).get("strategies", {})
+    out: dict[str, dict[str, Any]] = {}
+    for sid, info in described.items():
+        if isinstance(info, Mapping) and "strategy" in info and isinstance(info.get("params"), Mapping):
+            out[sid] = {"family": info["strategy"], **info["params"]}
+        else:
+            out[sid] = {"champions": json.dumps(info, sort_keys=True)}
+    return out
+
+
+def export_stage(ws: Workspace, settings: Settings, say: Say = print) -> list[ExportedModel]:
+    """Fit each chatbot's champion on train exactly as the evaluation did and register it as
+    ``copilot-<chatbot>`` with the alias ``champion``."""
+    from copilot.serving.export import export_champions, load_champions
+
+    champions = load_champions(ws.tune_dir / "tuning.json")
+    say(f"exporting {len(champions)} champions to {settings.mlflow_tracking_uri} ...")
+    exported = export_champions(champions, ws.dataset("train"), settings.mlflow_tracking_uri)
+    ws.export_file.write_text(json.dumps(
+        [{"chatbot": e.chatbot, "model": e.name, "version": e.version, "strategy": e.strategy, "run_id": e.run_id}
+         for e in exported], indent=2) + "\n")
+    return exported
+
+
+def replay_stage(ws: Workspace, settings: Settings, tracker: WorkbenchTracker | None = None,
+                 limit: int | None = None, progress: bool = True, say: Say = print) -> ReplayResult:
+    """Replay the test split through a started ``handoff serve`` that serves the exported champions."""
+    from copilot.replay import ReplayConfig, run_replay, select
+
+    data = select(ws.dataset("test"), limit=limit)
+    say(f"replaying {len(data.conversations)} test conversations through a started handoff server ...")
+    result = run_replay(data, ws.replay_dir, tracking_uri=settings.mlflow_tracking_uri,
+                        config=ReplayConfig(concurrency=8, agents=3), progress=progress)
+    summary_path = ws.replay_dir / "summary.json"
+    if tracker is not None and summary_path.exists():
+        tracker.log_evaluation(result.turns, json.loads(summary_path.read_text()), {},
+                               data_path=ws.split("test"), stage="replay")
+    return result
+
+
+def champions_vs_global(summary: Mapping[str, Any], tuning: Mapping[str, Any], metric: str = "recall@1"
+                        ) -> pd.DataFrame:
+    """Per chatbot on the test split: its champion against the global strategy (both fitted on train)."""
+    from copilot.evaluation import CHAMPIONS
+
+    global_id = str(tuning.get("global", {}).get("strategy_id", "global"))
+    rows = []
+    for bot, scores in sorted(summary.get("per_chatbot", {}).items()):
+        champ, glob = scores.get(CHAMPIONS), scores.get(global_id)
+        if not champ or not glob:
+            continue
+        chosen = tuning.get("per_chatbot", {}).get(bot, {}).get("champion", {})
+        row: dict[str, Any] = {"chatbot": bot, "champion": chosen.get("candidate", CHAMPIONS), "global": global_id}
+        for who, values in (("champion", champ), ("global", glob)):
+            for suffix in ("", "_low", "_high"):
+                row[f"{who}_{metric}{suffix}"] = values.get(f"{metric}{suffix}")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def report_stage(ws: Workspace, settings: Settings) -> Path:
+    """The HTML report from what the other stages wrote (missing parts are said so on the page)."""
+    from copilot.report import write_report
+
+    summary = json.loads((ws.evaluate_dir / "summary.json").read_text())
+    tuning = json.loads((ws.tune_dir / "tuning.json").read_text())
+    handoff_path = ws.replay_dir / "handoff.json"
+    turns_path = ws.replay_dir / "turns.parquet"
+    return write_report(
+        settings.reports_dir,
+        summary=summary,
+        predictions=pd.read_parquet(ws.evaluate_dir / "predictions.parquet"),
+        handoff=json.loads(handoff_path.read_text()) if handoff_path.exists() else None,
+        replay_turns=pd.read_parquet(turns_path) if turns_path.exists() else None,
+        champions_vs_global=champions_vs_global(summary, tuning),
+        title=f"Copilot report: {ws.name}",
+        sources={"test split": str(ws.split("test")), "summary": str(ws.evaluate_dir / "summary.json")},
+    )
