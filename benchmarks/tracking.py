@@ -20,13 +20,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the constructed evaluation lives with the tests that use it
 
 from mlflow import MlflowClient  # noqa: E402
-from workbench_testing import make_evaluation  # noqa: E402
+from workbench_testing import Evaluation, make_evaluation  # noqa: E402
 
 from copilot import plots  # noqa: E402
 from copilot.tracking import MlflowTracker, WorkbenchTracker, _metric_key, experiment_name  # noqa: E402
 
 
-def plain(client: MlflowClient, tracker: MlflowTracker, evaluation, chatbots: list[str]) -> int:  # type: ignore[no-untyped-def]
+def plain(client: MlflowClient, tracker: MlflowTracker, evaluation: Evaluation, chatbots: list[str]) -> int:
     runs = 0
     for chatbot in chatbots:
         experiment = tracker.experiment_id(experiment_name(chatbot) + "-plain")
