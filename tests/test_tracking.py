@@ -65,6 +65,7 @@ def test_artifacts_live_beside_a_local_store(mlflow_uri: str) -> None:
     exp = tracker.client.get_experiment(tracker.experiment_id("copilot/placement"))
     db_dir = Path(mlflow_uri[len("sqlite:///"):]).parent
     assert exp.artifact_location == (db_dir / "mlartifacts" / "copilot_placement").as_uri()
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on the runs table
 
 
 def test_provenance_helpers(tmp_path: Path) -> None:

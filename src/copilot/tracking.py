@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 EXPERIMENT_PREFIX = "copilot/"
 OVERALL_EXPERIMENT = "copilot/_all-chatbots"
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def experiment_name(chatbot: str) -> str:
@@ -104,7 +105,8 @@ class MlflowTracker:
             if self.artifact_root is not None:
                 slug = re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
                 location = (self.artifact_root / slug).resolve().as_uri()
-            exp_id = self.client.create_experiment(name, artifact_location=location)
+            # The UI then opens on the runs table (params, metrics) instead of guessing a GenAI experiment.
+            exp_id = self.client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
         self._experiments[name] = exp_id
         return exp_id
 
