@@ -62,3 +62,13 @@ def test_truth_rank_reads_labels_when_known_and_texts_otherwise() -> None:
             "suggested_texts": ["hi", "hello there"]}
     assert plots.truth_rank(free) == 2
     assert plots.truth_rank({**free, "suggested_texts": ["no"]}) == plots.MISS
+
+
+def test_a_missing_figure_leaves_an_empty_cell_not_a_failure(evaluation: Evaluation, tmp_path: Path) -> None:
+    summary = json.loads(json.dumps(evaluation.summary))
+    summary["per_chatbot"]["bank"]["bm25(k1=1.2)"]["recall@1"] = None  # JSON null: not computed
+    handoff = {**HANDOFF, "claim_ms": {"p50": None, "p99": 30.0}}
+    page = write_report(tmp_path, summary=summary, handoff=handoff).read_text()
+    assert page.count("<img ") == 4  # leaderboard: all chatbots, bank, weather; handoff timings
+    assert "<tr><td>bm25(k1=1.2)</td><td></td>" in page  # bank's row, its recall@1 cell empty
+    assert isinstance(plots.leaderboard(summary), Figure)

@@ -64,16 +64,25 @@ def truth_rank(row: Mapping[str, Any]) -> int:
     return MISS
 
 
+def _float(value: Any) -> float:
+    """A number, or NaN for what is missing (a JSON null, a string)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def _interval(metrics: Mapping[str, Any], metric: str) -> tuple[float, float, float]:
-    value = float(metrics.get(metric, math.nan))
-    low = float(metrics.get(f"{metric}_low", value))
-    high = float(metrics.get(f"{metric}_high", value))
-    return value, low, high
+    value = _float(metrics.get(metric))
+    low, high = _float(metrics.get(f"{metric}_low")), _float(metrics.get(f"{metric}_high"))
+    return value, value if math.isnan(low) else low, value if math.isnan(high) else high
 
 
 def _interval_axes(ax: Any, rows: Mapping[str, Mapping[str, Any]], metric: str, title: str) -> None:
     """Strategies on the y axis, best at the top, a point with its interval for each."""
-    items = sorted(rows.items(), key=lambda item: _interval(item[1], metric)[0])  # barh draws bottom up
+    # y grows upwards: the best strategy last is drawn at the top; one without the metric at the bottom
+    items = sorted(rows.items(), key=lambda item: _interval(item[1], metric)[0] if math.isfinite(
+        _interval(item[1], metric)[0]) else -math.inf)
     values = np.array([_interval(m, metric) for _, m in items], dtype=float).reshape(-1, 3)
     y = np.arange(len(items))
     errors = np.vstack([np.clip(values[:, 0] - values[:, 1], 0, None), np.clip(values[:, 2] - values[:, 0], 0, None)])
@@ -197,7 +206,7 @@ def handoff_timings(handoff: Mapping[str, Any]) -> Figure:
     ax = figure.subplots()
     x = np.arange(len(present))
     for offset, quantile, color in ((-0.2, "p50", "#1f5fa8"), (0.2, "p99", "#a8581f")):
-        values = [float(handoff[key].get(quantile, math.nan)) for key, _ in present]
+        values = [_float(handoff[key].get(quantile)) for key, _ in present]
         bars = ax.bar(x + offset, values, width=0.4, color=color, label=quantile)
         ax.bar_label(bars, labels=[_ms(v) for v in values], fontsize=7, padding=2)
     ax.set_xticks(x, [label for _, label in present], fontsize=8)
