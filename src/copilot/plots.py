@@ -94,8 +94,12 @@ def _interval_axes(ax: Any, rows: Mapping[str, Mapping[str, Any]], metric: str, 
     ax.grid(axis="x", alpha=0.3)
 
 
-def _short(name: str, width: int = 34) -> str:
-    return name if len(name) <= width else name[: width - 1] + "…"
+def _short(name: str, width: int = 44) -> str:
+    """A label that fits: strategy ids differ at the end as often as at the start, so cut the middle."""
+    if len(name) <= width:
+        return name
+    head = (width - 1) // 2
+    return name[:head] + "…" + name[len(name) - (width - 1 - head):]
 
 
 def leaderboard(summary: Mapping[str, Any], metric: str = "recall@1", *, chatbots: list[str] | None = None,
@@ -179,7 +183,7 @@ def rank_histogram(frame: pd.DataFrame, k: int = 5, title: str = "Where the agen
     ranks = frame.apply(truth_rank, axis=1).clip(upper=k + 1)
     table = pd.crosstab(frame["strategy"], ranks, normalize="index")
     buckets = [*range(1, k + 1), MISS]
-    table = table.reindex(columns=buckets, fill_value=0.0)
+    table = table.reindex(columns=buckets, fill_value=0.0).sort_values(1)  # the best at the top
     figure = Figure(figsize=(7.5, 0.3 * len(table) + 1.6), layout="constrained")
     ax = figure.subplots()
     left = np.zeros(len(table))
