@@ -245,7 +245,6 @@ class WorkbenchTracker:
         }
         if common["copilot.git_commit"] != "unknown":
             common["mlflow.source.git.commit"] = common["copilot.git_commit"].removesuffix("-dirty")
-        turns = _turn_figures(frame)
         per_chatbot: Mapping[str, Mapping[str, Any]] = summary.get("per_chatbot", {})
         groups = dict(tuple(frame.groupby(["chatbot", "strategy"], sort=False))) if len(frame) else {}
         by_strategy = dict(tuple(frame.groupby("strategy", sort=False))) if len(frame) else {}
@@ -270,7 +269,7 @@ class WorkbenchTracker:
                             experiment=experiment_name(chatbot),
                             run_name=strategy[:250],
                             params={"strategy": strategy, **params_by_strategy.get(strategy, {})},
-                            metrics={**per_chatbot.get(chatbot, {}).get(strategy, {}), **turns(own)},
+                            metrics={**per_chatbot.get(chatbot, {}).get(strategy, {}), **_turn_metrics(own)},
                             tags={**common, "copilot.chatbot": chatbot, "copilot.strategy": strategy},
                             tables={METRICS_TABLE: own} if own is not None else {},
                             files=files.result(),
@@ -281,7 +280,7 @@ class WorkbenchTracker:
                         experiment=OVERALL_EXPERIMENT,
                         run_name=strategy[:250],
                         params={"strategy": strategy, **params_by_strategy.get(strategy, {})},
-                        metrics={**overall.get(strategy, {}), **turns(own)},
+                        metrics={**overall.get(strategy, {}), **_turn_metrics(own)},
                         tags={**common, "copilot.chatbot": "_all-chatbots", "copilot.strategy": strategy},
                         tables={OVERALL_TABLE: own} if own is not None else {},
                         files=drawn_overall.result(),
@@ -339,23 +338,19 @@ def _ordered(metrics_by_strategy: Mapping[str, Any], frame: pd.DataFrame, chatbo
     return [str(name) for name in names]
 
 
-def _turn_figures(frame: pd.DataFrame) -> Any:
-    """Latency and token figures of a group of turns (the summary has the recall metrics)."""
-
-    def figures(rows: pd.DataFrame | None) -> dict[str, float]:
-        if rows is None or rows.empty:
-            return {}
-        latency = rows["latency_ms"].astype(float)
-        return {
-            "latency_ms_p50": float(latency.quantile(0.5)),
-            "latency_ms_p90": float(latency.quantile(0.9)),
-            "latency_ms_p99": float(latency.quantile(0.99)),
-            "latency_ms_mean": float(latency.mean()),
-            "tokens_mean": float(rows["tokens"].astype(float).mean()),
-            "n_predictions": float(len(rows)),
-        }
-
-    return figures
+def _turn_metrics(rows: pd.DataFrame | None) -> dict[str, float]:
+    """Latency and token figures of one run's turns (the summary has the recall metrics)."""
+    if rows is None or rows.empty:
+        return {}
+    latency = rows["latency_ms"].astype(float)
+    return {
+        "latency_ms_p50": float(latency.quantile(0.5)),
+        "latency_ms_p90": float(latency.quantile(0.9)),
+        "latency_ms_p99": float(latency.quantile(0.99)),
+        "latency_ms_mean": float(latency.mean()),
+        "tokens_mean": float(rows["tokens"].astype(float).mean()),
+        "n_predictions": float(len(rows)),
+    }
 
 
 def is_server(settings: Settings) -> bool:
