@@ -36,6 +36,9 @@ def test_copilot_report_writes_one_page_from_the_files(evaluation: Evaluation, t
         assert file_sha256(path) in page
     assert page.count("<img ") == 8 and "not given" not in page
     assert "tfidf(ngram_range=(1, 2))" in page and "0.542" in page  # overall recall@1 of the constructed data
+    # each chatbot's best strategy and runner-up at a glance (weather: tfidf 0.750, bm25 0.167)
+    assert ('<tr><td>weather</td><td class="name">tfidf(ngram_range=(1, 2))</td><td>0.750 <span class="interval">'
+            '[0.550, 0.950]</span></td><td class="name">bm25(k1=1.2)</td>') in page
 
 
 def test_missing_inputs_say_what_to_pass_and_names_are_escaped(evaluation: Evaluation, tmp_path: Path) -> None:
@@ -62,3 +65,18 @@ def test_truth_rank_reads_labels_when_known_and_texts_otherwise() -> None:
             "suggested_texts": ["hi", "hello there"]}
     assert plots.truth_rank(free) == 2
     assert plots.truth_rank({**free, "suggested_texts": ["no"]}) == plots.MISS
+
+
+def test_a_missing_figure_leaves_an_empty_cell_not_a_failure(evaluation: Evaluation, tmp_path: Path) -> None:
+    summary = json.loads(json.dumps(evaluation.summary))
+    summary["per_chatbot"]["bank"]["bm25(k1=1.2)"]["recall@1"] = None  # JSON null: not computed
+    handoff = {**HANDOFF, "claim_ms": {"p50": None, "p99": 30.0}}
+    page = write_report(tmp_path, summary=summary, handoff=handoff).read_text()
+    assert page.count("<img ") == 4  # leaderboard: all chatbots, bank, weather; handoff timings
+    assert "<tr><td>bm25(k1=1.2)</td><td></td>" in page  # bank's row, its recall@1 cell empty
+    assert isinstance(plots.leaderboard(summary), Figure)
+
+
+def test_long_strategy_names_keep_both_ends_in_plots() -> None:
+    short = plots._short("tfidf(ngram_range=(1, 2), sublinear_tf=True, min_df=9)")
+    assert len(short) == 44 and short.startswith("tfidf(ngram_range=") and short.endswith("min_df=9)")

@@ -65,6 +65,7 @@ def test_artifacts_live_beside_a_local_store(mlflow_uri: str) -> None:
     exp = tracker.client.get_experiment(tracker.experiment_id("copilot/placement"))
     db_dir = Path(mlflow_uri[len("sqlite:///"):]).parent
     assert exp.artifact_location == (db_dir / "mlartifacts" / "copilot_placement").as_uri()
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on the runs table
 
 
 def test_provenance_helpers(tmp_path: Path) -> None:
@@ -137,3 +138,14 @@ def test_the_mlflow_ui_command_serves_the_trackers_store(tmp_path: Path) -> None
     assert command[-6:] == ["--host", "127.0.0.1", "--port", "5001", "--workers", "1"]
     with pytest.raises(ValueError, match="tracking server already"):
         mlflow_ui_command(Settings.from_env({"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"}, root=tmp_path))
+
+
+def test_copilot_mlflow_ui_prints_the_command(capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from copilot.cli import main
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["mlflow-ui", "--print-only", "--port", "5011"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("env MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false ") and "mlflow server" in printed
+    assert "--port 5011 --workers 1" in printed

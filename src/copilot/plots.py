@@ -64,16 +64,25 @@ def truth_rank(row: Mapping[str, Any]) -> int:
     return MISS
 
 
+def _float(value: Any) -> float:
+    """A number, or NaN for what is missing (a JSON null, a string)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def _interval(metrics: Mapping[str, Any], metric: str) -> tuple[float, float, float]:
-    value = float(metrics.get(metric, math.nan))
-    low = float(metrics.get(f"{metric}_low", value))
-    high = float(metrics.get(f"{metric}_high", value))
-    return value, low, high
+    value = _float(metrics.get(metric))
+    low, high = _float(metrics.get(f"{metric}_low")), _float(metrics.get(f"{metric}_high"))
+    return value, value if math.isnan(low) else low, value if math.isnan(high) else high
 
 
 def _interval_axes(ax: Any, rows: Mapping[str, Mapping[str, Any]], metric: str, title: str) -> None:
     """Strategies on the y axis, best at the top, a point with its interval for each."""
-    items = sorted(rows.items(), key=lambda item: _interval(item[1], metric)[0])  # barh draws bottom up
+    # y grows upwards: the best strategy last is drawn at the top; one without the metric at the bottom
+    items = sorted(rows.items(), key=lambda item: _interval(item[1], metric)[0] if math.isfinite(
+        _interval(item[1], metric)[0]) else -math.inf)
     values = np.array([_interval(m, metric) for _, m in items], dtype=float).reshape(-1, 3)
     y = np.arange(len(items))
     errors = np.vstack([np.clip(values[:, 0] - values[:, 1], 0, None), np.clip(values[:, 2] - values[:, 0], 0, None)])
@@ -85,8 +94,12 @@ def _interval_axes(ax: Any, rows: Mapping[str, Mapping[str, Any]], metric: str, 
     ax.grid(axis="x", alpha=0.3)
 
 
-def _short(name: str, width: int = 34) -> str:
-    return name if len(name) <= width else name[: width - 1] + "…"
+def _short(name: str, width: int = 44) -> str:
+    """A label that fits: strategy ids differ at the end as often as at the start, so cut the middle."""
+    if len(name) <= width:
+        return name
+    head = (width - 1) // 2
+    return name[:head] + "…" + name[len(name) - (width - 1 - head):]
 
 
 def leaderboard(summary: Mapping[str, Any], metric: str = "recall@1", *, chatbots: list[str] | None = None,
@@ -170,7 +183,7 @@ def rank_histogram(frame: pd.DataFrame, k: int = 5, title: str = "Where the agen
     ranks = frame.apply(truth_rank, axis=1).clip(upper=k + 1)
     table = pd.crosstab(frame["strategy"], ranks, normalize="index")
     buckets = [*range(1, k + 1), MISS]
-    table = table.reindex(columns=buckets, fill_value=0.0)
+    table = table.reindex(columns=buckets, fill_value=0.0).sort_values(1)  # the best at the top
     figure = Figure(figsize=(7.5, 0.3 * len(table) + 1.6), layout="constrained")
     ax = figure.subplots()
     left = np.zeros(len(table))
@@ -197,7 +210,7 @@ def handoff_timings(handoff: Mapping[str, Any]) -> Figure:
     ax = figure.subplots()
     x = np.arange(len(present))
     for offset, quantile, color in ((-0.2, "p50", "#1f5fa8"), (0.2, "p99", "#a8581f")):
-        values = [float(handoff[key].get(quantile, math.nan)) for key, _ in present]
+        values = [_float(handoff[key].get(quantile)) for key, _ in present]
         bars = ax.bar(x + offset, values, width=0.4, color=color, label=quantile)
         ax.bar_label(bars, labels=[_ms(v) for v in values], fontsize=7, padding=2)
     ax.set_xticks(x, [label for _, label in present], fontsize=8)

@@ -177,6 +177,9 @@ def _leaderboard(summary: Mapping[str, Any], metric: str, predictions: pd.DataFr
         parts += ["<p>Where the agent's real reply ranks among each strategy's suggestions, all chatbots "
                   "together (matched on the template when known, on the text otherwise).</p>",
                   _img(plots.rank_histogram(predictions), "where the agent's reply ranks, per strategy")]
+    if per_chatbot:
+        parts += ["<h3>Each chatbot's best strategy</h3>", _best_per_chatbot(per_chatbot, metric),
+                  "<p>Each chatbot's full table and plot below.</p>"]
     opened = " open" if len(per_chatbot) <= 6 else ""  # 36 chatbots: a list to open one by one
     for chatbot in sorted(per_chatbot):
         figure = plots.leaderboard(summary, metric, chatbots=[chatbot], overall=False)
@@ -184,6 +187,21 @@ def _leaderboard(summary: Mapping[str, Any], metric: str, predictions: pd.DataFr
                      f"{_leaderboard_table(per_chatbot[chatbot], metric)}"
                      f"{_img(figure, f'{metric} with its interval, {chatbot}')}</details>")
     return "\n".join(parts)
+
+
+def _best_per_chatbot(per_chatbot: Mapping[str, Mapping[str, Mapping[str, Any]]], metric: str) -> str:
+    """One line per chatbot: its best strategy and the runner-up, each with the interval of ``metric``."""
+    lines = [f'<div class="wide"><table><thead><tr><th>chatbot</th><th>best strategy</th>'
+             f"<th>{_e(metric)} [interval]</th><th>runner-up</th><th>{_e(metric)} [interval]</th><th>turns</th>"
+             "</tr></thead><tbody>"]
+    for chatbot in sorted(per_chatbot):
+        ranked = sorted(per_chatbot[chatbot].items(), key=lambda item: -_float(item[1].get(metric)))
+        best, second = ranked[0] if ranked else ("", {}), ranked[1] if len(ranked) > 1 else ("", {})
+        lines.append(f'<tr><td>{_e(chatbot)}</td><td class="name">{_e(best[0])}</td>'
+                     f"<td>{_with_interval(best[1], metric)}</td><td class=\"name\">{_e(second[0])}</td>"
+                     f"<td>{_with_interval(second[1], metric)}</td><td>{_number(best[1].get('n_turns'), 0)}</td></tr>")
+    lines.append("</tbody></table></div>")
+    return "\n".join(lines)
 
 
 def _champions(frame: pd.DataFrame | None, metric: str) -> str:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 EXPERIMENT_PREFIX = "copilot/"
 OVERALL_EXPERIMENT = "copilot/_all-chatbots"
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def experiment_name(chatbot: str) -> str:
@@ -103,7 +105,8 @@ class MlflowTracker:
             if self.artifact_root is not None:
                 slug = re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
                 location = (self.artifact_root / slug).resolve().as_uri()
-            exp_id = self.client.create_experiment(name, artifact_location=location)
+            # The UI then opens on the runs table (params, metrics) instead of guessing a GenAI experiment.
+            exp_id = self.client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
         self._experiments[name] = exp_id
         return exp_id
 
@@ -232,8 +235,6 @@ class WorkbenchTracker:
             data_path: the dataset file the evaluation read; its SHA-256 becomes a tag.
             stage: one of :data:`STAGES`.
         """
-        from copilot import plots
-
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {', '.join(STAGES)}, not {stage!r}")
         common = {
@@ -244,93 +245,112 @@ class WorkbenchTracker:
         }
         if common["copilot.git_commit"] != "unknown":
             common["mlflow.source.git.commit"] = common["copilot.git_commit"].removesuffix("-dirty")
-        turns = _turn_figures(frame)
         per_chatbot: Mapping[str, Mapping[str, Any]] = summary.get("per_chatbot", {})
         groups = dict(tuple(frame.groupby(["chatbot", "strategy"], sort=False))) if len(frame) else {}
         by_strategy = dict(tuple(frame.groupby("strategy", sort=False))) if len(frame) else {}
         chatbots = sorted(set(per_chatbot) | set(frame["chatbot"].unique() if len(frame) else []))
         run_ids: list[str] = []
+        # Drawing is CPU work and a run is mostly waiting for SQLite's commits, so one thread draws the next
+        # chatbot's plots while this one logs the runs of the last.
+        painter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="copilot-plots")
         with tempfile.TemporaryDirectory(prefix="copilot-plots-") as tmp:
             folder = Path(tmp)
-
-            def draw(name: str, figure: Figure) -> Path:
-                path = folder / name
-                path.write_bytes(plots.png(figure))
-                return path
-
-            for index, chatbot in enumerate(chatbots):
-                rows = frame[frame["chatbot"] == chatbot] if len(frame) else frame
-                files: dict[str, Path] = {}
-                if len(rows):
-                    files = {
-                        "plots/rank_histogram.png": draw(f"{index}-rank.png",
-                                                         plots.rank_histogram(rows, title=f"{chatbot}: rank")),
-                        "plots/latency.png": draw(f"{index}-latency.png",
-                                                  plots.latency(rows, title=f"{chatbot}: suggestion latency")),
-                    }
-                if per_chatbot.get(chatbot):
-                    files["plots/leaderboard.png"] = draw(
-                        f"{index}-leaderboard.png",
-                        plots.leaderboard({"per_chatbot": {chatbot: per_chatbot[chatbot]}}, overall=False))
-                strategies = _ordered(per_chatbot.get(chatbot, {}), rows)
-                for strategy in strategies:
-                    own = groups.get((chatbot, strategy))
+            try:
+                drawn = [painter.submit(_chatbot_plots, folder / str(index), chatbot,
+                                        frame[frame["chatbot"] == chatbot] if len(frame) else frame,
+                                        per_chatbot.get(chatbot, {}))
+                         for index, chatbot in enumerate(chatbots)]
+                overall: Mapping[str, Any] = summary.get("overall", {})
+                drawn_overall = painter.submit(_overall_plots, folder / "all", frame, summary)
+                for chatbot, files in zip(chatbots, drawn, strict=True):
+                    for strategy in _ordered(per_chatbot.get(chatbot, {}), frame, chatbot):
+                        own = groups.get((chatbot, strategy))
+                        run_ids.append(self.tracker.log_run(RunRecord(
+                            experiment=experiment_name(chatbot),
+                            run_name=strategy[:250],
+                            params={"strategy": strategy, **params_by_strategy.get(strategy, {})},
+                            metrics={**per_chatbot.get(chatbot, {}).get(strategy, {}), **_turn_metrics(own)},
+                            tags={**common, "copilot.chatbot": chatbot, "copilot.strategy": strategy},
+                            tables={METRICS_TABLE: own} if own is not None else {},
+                            files=files.result(),
+                        )))
+                for strategy in _ordered(overall, frame):
+                    own = by_strategy.get(strategy)
                     run_ids.append(self.tracker.log_run(RunRecord(
-                        experiment=experiment_name(chatbot),
+                        experiment=OVERALL_EXPERIMENT,
                         run_name=strategy[:250],
                         params={"strategy": strategy, **params_by_strategy.get(strategy, {})},
-                        metrics={**per_chatbot.get(chatbot, {}).get(strategy, {}), **turns(own)},
-                        tags={**common, "copilot.chatbot": chatbot, "copilot.strategy": strategy},
-                        tables={METRICS_TABLE: own} if own is not None else {},
-                        files=files,
+                        metrics={**overall.get(strategy, {}), **_turn_metrics(own)},
+                        tags={**common, "copilot.chatbot": "_all-chatbots", "copilot.strategy": strategy},
+                        tables={OVERALL_TABLE: own} if own is not None else {},
+                        files=drawn_overall.result(),
+                        documents={"summary.json": summary},
                     )))
-            overall: Mapping[str, Any] = summary.get("overall", {})
-            files = {}
-            if len(frame):
-                files = {"plots/rank_histogram.png": draw("all-rank.png", plots.rank_histogram(frame)),
-                         "plots/latency.png": draw("all-latency.png", plots.latency(frame))}
-            if per_chatbot or overall:
-                files["plots/leaderboard.png"] = draw("all-leaderboard.png", plots.leaderboard(summary))
-            for strategy in _ordered(overall, frame):
-                own = by_strategy.get(strategy)
-                run_ids.append(self.tracker.log_run(RunRecord(
-                    experiment=OVERALL_EXPERIMENT,
-                    run_name=strategy[:250],
-                    params={"strategy": strategy, **params_by_strategy.get(strategy, {})},
-                    metrics={**overall.get(strategy, {}), **turns(own)},
-                    tags={**common, "copilot.chatbot": "_all-chatbots", "copilot.strategy": strategy},
-                    tables={OVERALL_TABLE: own} if own is not None else {},
-                    files=files,
-                    documents={"summary.json": summary},
-                )))
+            finally:  # after a failure, drop the drawings not started yet
+                painter.shutdown(wait=True, cancel_futures=True)
         return run_ids
 
 
-def _ordered(metrics_by_strategy: Mapping[str, Any], rows: pd.DataFrame) -> list[str]:
-    """The summary's strategies, then any that only the predictions have."""
+def _save(folder: Path, figures: Mapping[str, Figure]) -> dict[str, Path]:
+    """Draw each figure once into ``folder``; returns artifact path -> file."""
+    from copilot import plots
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, figure in figures.items():
+        path = folder / Path(name).name
+        path.write_bytes(plots.png(figure))
+        files[name] = path
+    return files
+
+
+def _chatbot_plots(folder: Path, chatbot: str, rows: pd.DataFrame, metrics: Mapping[str, Any]) -> dict[str, Path]:
+    """The plots every run of one chatbot carries: its strategies side by side."""
+    from copilot import plots
+
+    figures: dict[str, Figure] = {}
+    if len(rows):
+        figures["plots/rank_histogram.png"] = plots.rank_histogram(rows, title=f"{chatbot}: rank")
+        figures["plots/latency.png"] = plots.latency(rows, title=f"{chatbot}: suggestion latency")
+    if metrics:
+        figures["plots/leaderboard.png"] = plots.leaderboard({"per_chatbot": {chatbot: metrics}}, overall=False)
+    return _save(folder, figures)
+
+
+def _overall_plots(folder: Path, frame: pd.DataFrame, summary: Mapping[str, Any]) -> dict[str, Path]:
+    from copilot import plots
+
+    figures: dict[str, Figure] = {}
+    if len(frame):
+        figures["plots/rank_histogram.png"] = plots.rank_histogram(frame)
+        figures["plots/latency.png"] = plots.latency(frame)
+    if summary.get("per_chatbot") or summary.get("overall"):
+        figures["plots/leaderboard.png"] = plots.leaderboard(summary)
+    return _save(folder, figures)
+
+
+def _ordered(metrics_by_strategy: Mapping[str, Any], frame: pd.DataFrame, chatbot: str | None = None) -> list[str]:
+    """The summary's strategies, then any that only the predictions have (of ``chatbot``, when given)."""
     names = list(metrics_by_strategy)
+    rows = frame[frame["chatbot"] == chatbot] if chatbot is not None and len(frame) else frame
     if len(rows):
         names += [s for s in rows["strategy"].unique() if s not in metrics_by_strategy]
     return [str(name) for name in names]
 
 
-def _turn_figures(frame: pd.DataFrame) -> Any:
-    """Latency and token figures of a group of turns (the summary has the recall metrics)."""
-
-    def figures(rows: pd.DataFrame | None) -> dict[str, float]:
-        if rows is None or rows.empty:
-            return {}
-        latency = rows["latency_ms"].astype(float)
-        return {
-            "latency_ms_p50": float(latency.quantile(0.5)),
-            "latency_ms_p90": float(latency.quantile(0.9)),
-            "latency_ms_p99": float(latency.quantile(0.99)),
-            "latency_ms_mean": float(latency.mean()),
-            "tokens_mean": float(rows["tokens"].astype(float).mean()),
-            "n_predictions": float(len(rows)),
-        }
-
-    return figures
+def _turn_metrics(rows: pd.DataFrame | None) -> dict[str, float]:
+    """Latency and token figures of one run's turns (the summary has the recall metrics)."""
+    if rows is None or rows.empty:
+        return {}
+    latency = rows["latency_ms"].astype(float)
+    return {
+        "latency_ms_p50": float(latency.quantile(0.5)),
+        "latency_ms_p90": float(latency.quantile(0.9)),
+        "latency_ms_p99": float(latency.quantile(0.99)),
+        "latency_ms_mean": float(latency.mean()),
+        "tokens_mean": float(rows["tokens"].astype(float).mean()),
+        "n_predictions": float(len(rows)),
+    }
 
 
 def is_server(settings: Settings) -> bool:

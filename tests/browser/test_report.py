@@ -30,7 +30,7 @@ async def test_the_report_renders_with_its_sections_and_plots(
     await expect(page.locator("h1")).to_have_text("Copilot report (test data)")
     assert await page.locator("section > h2").all_inner_texts() == list(SECTIONS.values())
     await expect(page.locator("#leaderboard h3").first).to_have_text("All chatbots")
-    await expect(page.locator("#leaderboard table")).to_have_count(3)  # all chatbots, bank, weather
+    await expect(page.locator("#leaderboard table")).to_have_count(4)  # all chatbots, best of each, bank, weather
     await expect(page.locator("#champions tbody tr")).to_have_count(2)
     await expect(page.locator("#handoff")).to_contain_text("first agent reply")
 
