@@ -39,7 +39,7 @@ def params_for(name: str, request: pytest.FixtureRequest) -> dict[str, Any]:
         from copilot.llm_server import LOCAL_MODEL
 
         base_url = request.getfixturevalue("llm_base_url")
-        return {"base_url": base_url, "model": LOCAL_MODEL, "few_shot": 1, "max_tokens": 16, "history": 2}
+        return {"base_url": base_url, "model": LOCAL_MODEL, "few_shot": 1, "max_tokens": 8, "history": 2}
     return {}
 
 
@@ -73,7 +73,7 @@ def assert_same(got: list[list[Any]], expected: list[list[Any]]) -> None:
 def test_strategy_conformance(name: str, splits: dict[str, Dataset], request: pytest.FixtureRequest) -> None:
     params = params_for(name, request)
     train, test = splits["train"], splits["test"]
-    contexts = held_out(test, limit=3 if name == "llm" else 24)
+    contexts = held_out(test, limit=2 if name == "llm" else 24)
     k = 3
 
     strategy = make_strategy(name, params)
