@@ -107,12 +107,14 @@ def champions_predictions(
     """The ``champions`` rows: each chatbot's test turns answered by its own champion, fitted on train.
 
     Chatbots sharing a champion (same family and settings) share one fit. ``fitted`` maps
-    ``_key(name, params)`` to strategies already fitted on the same train data, reused when they match.
+    ``_key(name, full settings)`` to strategies already fitted on the same train data (the task's strategies),
+    reused when a champion has exactly their settings.
     """
     fitted = {} if fitted is None else fitted
     by_setting: dict[str, list[str]] = {}
     for bot, champion in champions.items():
-        by_setting.setdefault(_key(champion.strategy, champion.params), []).append(bot)
+        full = make_strategy(champion.strategy, champion.params).get_params()  # defaults filled in
+        by_setting.setdefault(_key(champion.strategy, full), []).append(bot)
     frames = []
     for key, bots in by_setting.items():
         name, params = json.loads(key)
@@ -212,7 +214,7 @@ def run(
         start = time.perf_counter()
         strategy.fit(train_ds)
         fit_s = time.perf_counter() - start
-        fitted[_key(spec.name, spec.params)] = strategy
+        fitted[_key(spec.name, strategy.get_params())] = strategy
         start = time.perf_counter()
         frames.append(predict(strategy, test_ds, strategy_id=spec.id, k=task.k, progress=progress))
         timings[spec.id] = {"fit_s": round(fit_s, 3), "predict_s": round(time.perf_counter() - start, 3)}

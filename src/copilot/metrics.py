@@ -58,6 +58,9 @@ class Metric:
     reduce: Literal["mean", "p50", "p95"] = "mean"
     needs_embedder: bool = False
     description: str = ""
+    # for metrics of the truth label's rank (recall@k, mrr): the per-turn value from the ranks, so a table's
+    # ranks are computed once for all of them
+    from_ranks: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 METRICS: Registry[Metric] = Registry("metric")
@@ -84,17 +87,22 @@ def truth_ranks(frame: pd.DataFrame) -> np.ndarray:
     return ranks
 
 
-def _recall(k: int) -> TurnValues:
+def _hit_at(k: int) -> Callable[[np.ndarray], np.ndarray]:
+    def hits(ranks: np.ndarray) -> np.ndarray:
+        return ((ranks >= 1) & (ranks <= k)).astype(float)
+
+    return hits
+
+
+def _reciprocal(ranks: np.ndarray) -> np.ndarray:
+    return np.where(ranks > 0, 1.0 / np.maximum(ranks, 1), 0.0)
+
+
+def _of_ranks(of: Callable[[np.ndarray], np.ndarray]) -> TurnValues:
     def values(frame: pd.DataFrame, embedder: Embedder | None) -> tuple[np.ndarray, np.ndarray]:
-        ranks = truth_ranks(frame)
-        return ((ranks >= 1) & (ranks <= k)).astype(float), _labelled(frame)
+        return of(truth_ranks(frame)), _labelled(frame)
 
     return values
-
-
-def _mrr(frame: pd.DataFrame, embedder: Embedder | None) -> tuple[np.ndarray, np.ndarray]:
-    ranks = truth_ranks(frame)
-    return np.where(ranks > 0, 1.0 / np.maximum(ranks, 1), 0.0), _labelled(frame)
 
 
 def semantic_hits(
@@ -141,9 +149,9 @@ def _column(name: str) -> TurnValues:
 
 
 for _k in (1, 3, 5):
-    register_metric(Metric(f"recall@{_k}", True, _recall(_k),
+    register_metric(Metric(f"recall@{_k}", True, _of_ranks(_hit_at(_k)), from_ranks=_hit_at(_k),
                            description=f"labelled turns whose truth label is in the top {_k}"))
-register_metric(Metric("mrr", True, _mrr,
+register_metric(Metric("mrr", True, _of_ranks(_reciprocal), from_ranks=_reciprocal,
                        description="labelled turns: mean of 1/rank of the truth label (0 if absent)"))
 for _k in (1, 3):
     register_metric(Metric(f"semantic@{_k}", True, _semantic(_k), needs_embedder=True,
@@ -202,26 +210,64 @@ def ratio_interval(
     return point, float(low), float(high)
 
 
-def metric_value(
-    frame: pd.DataFrame, name: str, *, n_boot: int = 1000, seed: int = 0, embedder: Embedder | None = None,
-    codes: np.ndarray | None = None,
+def _reduce(
+    metric: Metric, values: np.ndarray, mask: np.ndarray, codes: np.ndarray, *, n_boot: int, seed: int
 ) -> tuple[float, float, float]:
-    """(value, low, high) of one metric over the table (one strategy's rows); percentiles get no interval."""
-    metric = METRICS.get(name)
-    values, mask = metric.turn_values(frame, embedder)
+    """(value, low, high) from per-turn values, the counted-turn mask and each turn's conversation code."""
     if metric.reduce != "mean":
         picked = values[mask]
         q = {"p50": 50, "p95": 95}[metric.reduce]
         return (float(np.percentile(picked, q)) if len(picked) else math.nan), math.nan, math.nan
-    codes = _conversation_codes(frame) if codes is None else codes
     n_groups = int(codes.max()) + 1 if len(codes) else 0
     sums = np.bincount(codes, weights=np.where(mask, values, 0.0), minlength=n_groups)
     counts = np.bincount(codes, weights=mask.astype(float), minlength=n_groups)
     return ratio_interval(sums, counts, n_boot=n_boot, seed=seed)
 
 
+def metric_value(
+    frame: pd.DataFrame, name: str, *, n_boot: int = 1000, seed: int = 0, embedder: Embedder | None = None,
+) -> tuple[float, float, float]:
+    """(value, low, high) of one metric over the table (one strategy's rows); percentiles get no interval."""
+    metric = METRICS.get(name)
+    values, mask = metric.turn_values(frame, embedder)
+    return _reduce(metric, values, mask, _conversation_codes(frame), n_boot=n_boot, seed=seed)
+
+
 def _clean(value: float) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def _turn_arrays(
+    frame: pd.DataFrame, metrics: Sequence[str], embedder: Embedder | None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-turn values and masks of every metric, computed once for a strategy's rows (ranks computed once)."""
+    ranks = truth_ranks(frame)
+    labelled = _labelled(frame)
+    out = {}
+    for name in metrics:
+        metric = METRICS.get(name)
+        if metric.from_ranks is not None:
+            out[name] = (metric.from_ranks(ranks), labelled)
+        else:
+            out[name] = metric.turn_values(frame, embedder)
+    return out
+
+
+def _scores(
+    arrays: Mapping[str, tuple[np.ndarray, np.ndarray]], labelled: np.ndarray, codes: np.ndarray, *,
+    n_boot: int, seed: int,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, (values, mask) in arrays.items():
+        metric = METRICS.get(name)
+        value, low, high = _reduce(metric, values, mask, codes, n_boot=n_boot, seed=seed)
+        out[name] = _clean(value)
+        if metric.reduce == "mean":
+            out[f"{name}_low"], out[f"{name}_high"] = _clean(low), _clean(high)
+    out["n_turns"] = int(labelled.sum())
+    out["n_free_turns"] = len(labelled) - int(labelled.sum())
+    out["n_conversations"] = int(codes.max()) + 1 if len(codes) else 0
+    return out
 
 
 def score(
@@ -233,18 +279,8 @@ def score(
     ``n_turns`` counts the labelled turns (the recall denominator); ``n_free_turns`` the free-typed ones,
     ``n_conversations`` the conversations. NaN (nothing to count) is written as None.
     """
-    codes = _conversation_codes(frame)
-    out: dict[str, Any] = {}
-    for name in metrics:
-        value, low, high = metric_value(frame, name, n_boot=n_boot, seed=seed, embedder=embedder, codes=codes)
-        out[name] = _clean(value)
-        if METRICS.get(name).reduce == "mean":
-            out[f"{name}_low"], out[f"{name}_high"] = _clean(low), _clean(high)
-    labelled = int(_labelled(frame).sum())
-    out["n_turns"] = labelled
-    out["n_free_turns"] = len(frame) - labelled
-    out["n_conversations"] = int(codes.max()) + 1 if len(codes) else 0
-    return out
+    arrays = _turn_arrays(frame, metrics, embedder)
+    return _scores(arrays, _labelled(frame), _conversation_codes(frame), n_boot=n_boot, seed=seed)
 
 
 def summarize(
@@ -256,16 +292,25 @@ def summarize(
     Returns ``{"overall": {strategy: scores}, "per_chatbot": {chatbot: {strategy: scores}}}`` where ``scores`` is
     what :func:`score` returns. ``metrics`` defaults to :data:`DEFAULT_METRICS`, plus ``semantic@1``/``semantic@3``
     when an ``embedder`` is given. Depends only on the table.
+
+    Each strategy's per-turn values are computed once; overall and per-chatbot scores reduce slices of them.
     """
     if metrics is None:
         metrics = (*DEFAULT_METRICS, "semantic@1", "semantic@3") if embedder is not None else DEFAULT_METRICS
     overall: dict[str, Any] = {}
     per_chatbot: dict[str, dict[str, Any]] = {}
     for strategy, rows in frame.groupby("strategy", sort=False):
-        overall[str(strategy)] = score(rows, metrics, n_boot=n_boot, seed=seed, embedder=embedder)
-        for chatbot, bot_rows in rows.groupby("chatbot", sort=True):
-            per_chatbot.setdefault(str(chatbot), {})[str(strategy)] = score(
-                bot_rows, metrics, n_boot=n_boot, seed=seed, embedder=embedder)
+        arrays = _turn_arrays(rows, metrics, embedder)
+        labelled = _labelled(rows)
+        codes = _conversation_codes(rows)
+        overall[str(strategy)] = _scores(arrays, labelled, codes, n_boot=n_boot, seed=seed)
+        bots = rows["chatbot"].astype(str).to_numpy()
+        for chatbot in sorted(set(bots)):
+            idx = np.flatnonzero(bots == chatbot)
+            sub_codes = np.unique(codes[idx], return_inverse=True)[1].astype(np.int64)
+            per_chatbot.setdefault(chatbot, {})[str(strategy)] = _scores(
+                {m: (v[idx], k[idx]) for m, (v, k) in arrays.items()}, labelled[idx], sub_codes,
+                n_boot=n_boot, seed=seed)
     return {"overall": overall, "per_chatbot": dict(sorted(per_chatbot.items()))}
 
 

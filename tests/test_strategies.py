@@ -1,0 +1,185 @@
+"""Every registered strategy against the contract (base.py), on the project's sample, with real parts only: the
+real MiniLM model, the real scikit-learn models, and a real local llama.cpp server for the ``llm`` strategy."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from copilot.context import Context, contexts_for
+from copilot.data import split_dataset
+from copilot.records import Dataset, load_dataset
+from copilot.strategies import STRATEGIES, NotFittedError, Strategy, make_strategy
+
+
+@pytest.fixture(scope="session")
+def splits(sample_path: Path) -> dict[str, Dataset]:
+    return split_dataset(load_dataset(sample_path), seed=0)
+
+
+@pytest.fixture(scope="session")
+def llm_base_url() -> Iterator[str]:
+    """A real local OpenAI-compatible server (llama.cpp, SmolLM2-135M) for the whole session."""
+    from copilot.llm_server import llama_cpp_available, local_llm_server
+
+    if not llama_cpp_available():
+        pytest.skip("llama_cpp is not installed (pip install 'llama-cpp-python[server]'): no local LLM server")
+    with local_llm_server() as base_url:
+        yield base_url
+
+
+def params_for(name: str, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Test settings per family: small and fast; the llm strategy talks to the local server."""
+    if name == "llm":
+        from copilot.llm_server import LOCAL_MODEL
+
+        base_url = request.getfixturevalue("llm_base_url")
+        return {"base_url": base_url, "model": LOCAL_MODEL, "few_shot": 1, "max_tokens": 8, "history": 2}
+    return {}
+
+
+def held_out(data: Dataset, limit: int) -> list[Context]:
+    """Contexts of the held-out conversations, built as evaluation builds them (nothing from the predicted turn on)."""
+    out = []
+    for conversation in data.conversations:
+        for index, context in contexts_for(conversation):
+            # Exactly the turns before the predicted one: never the predicted turn, its draft or options, or later.
+            assert [(c.role, c.text, c.label) for c in context.turns] == [
+                (t.role, t.text, t.label) for t in conversation.turns[:index]]
+            out.append(context)
+    # Spread over the chatbots: every few contexts, so each chatbot shows up.
+    step = max(1, len(out) // limit)
+    return out[::step][:limit]
+
+
+def as_tuples(batch: list[list[Any]]) -> list[list[tuple[str, str | None]]]:
+    return [[(s.text, s.label) for s in suggestions] for suggestions in batch]
+
+
+def assert_same(got: list[list[Any]], expected: list[list[Any]]) -> None:
+    """Same suggestions in the same order; scores equal up to float noise (a re-encoded text may differ in the
+    last bits)."""
+    assert as_tuples(got) == as_tuples(expected)
+    for g, e in zip(got, expected, strict=True):
+        assert [s.score for s in g] == pytest.approx([s.score for s in e], rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", STRATEGIES.names())
+def test_strategy_conformance(name: str, splits: dict[str, Dataset], request: pytest.FixtureRequest) -> None:
+    params = params_for(name, request)
+    train, test = splits["train"], splits["test"]
+    contexts = held_out(test, limit=2 if name == "llm" else 24)
+    k = 3
+
+    strategy = make_strategy(name, params)
+    assert isinstance(strategy, Strategy)
+    assert strategy.get_params() == {**strategy.get_params(), **params}
+    json.dumps(strategy.get_params())  # feeds MLflow params and grids
+    with pytest.raises(NotFittedError):
+        strategy.suggest(contexts[0], k)
+
+    assert strategy.fit(train) is strategy
+    answers = [strategy.suggest(context, k) for context in contexts]
+    for context, suggestions in zip(contexts, answers, strict=True):
+        assert len(suggestions) <= k
+        assert suggestions, f"{name} suggested nothing for a known chatbot"
+        scores = [s.score for s in suggestions]
+        assert scores == sorted(scores, reverse=True), "suggestions must be best first"
+        responses = train.responses(context.chatbot)
+        for s in suggestions:
+            assert s.label is None or s.label in responses, f"{s.label} is not in {context.chatbot}'s response set"
+            if s.label is not None:
+                assert s.text == responses[s.label]
+        labels = [s.label for s in suggestions if s.label is not None]
+        assert len(labels) == len(set(labels)), "one suggestion per label"
+    assert_same(strategy.suggest_many(contexts, k), answers)
+
+    clone = strategy.clone()
+    assert clone.get_params() == strategy.get_params()
+    with pytest.raises(NotFittedError):
+        clone.suggest(contexts[0], k)
+
+    restored = pickle.loads(pickle.dumps(strategy))
+    assert_same([restored.suggest(c, k) for c in contexts], answers)
+
+    unknown = Context("no-such-chatbot", contexts[0].turns)
+    assert strategy.suggest(unknown, k) == []
+
+    again = make_strategy(name, params).fit(train)
+    assert_same([again.suggest(c, k) for c in contexts], answers)  # same settings, seed and data
+
+
+def test_registry_has_every_family() -> None:
+    assert {"tfidf", "bm25", "dense", "classifier", "llm", "hybrid"} <= set(STRATEGIES.names())
+
+
+def test_llm_labels_and_free_text(splits: dict[str, Dataset], llm_base_url: str) -> None:
+    from copilot.llm_server import LOCAL_MODEL
+
+    context = held_out(splits["test"], limit=1)[0]
+    responses = splits["train"].responses(context.chatbot)
+    base = {"base_url": llm_base_url, "model": LOCAL_MODEL, "few_shot": 2, "max_tokens": 16, "history": 2}
+
+    labels = make_strategy("llm", {**base, "mode": "labels"}).fit(splits["train"])
+    assert labels.tokens_ == 0
+    suggestions = labels.suggest(context, 3)
+    assert len(suggestions) == 3 and all(s.label in responses for s in suggestions)
+    first = labels.tokens_
+    assert first > 0
+    labels.suggest(context, 2)
+    assert labels.tokens_ > first
+
+    free = make_strategy("llm", {**base, "mode": "free_text"}).fit(splits["train"])
+    out = free.suggest(context, 3)
+    assert len(out) == 1 and out[0].label is None and out[0].text.strip()
+    assert free.tokens_ > 0
+    prompt = free.messages(context, 3)[-1]["content"]
+    assert context.turns[-1].text in prompt
+
+
+def test_llm_reply_parsing_maps_to_the_response_set() -> None:
+    from copilot.strategies.llm import parse_labels
+
+    labels = ["ask_name", "ask_order_number", "goodbye"]
+    reply = "1. ask_order_number\n- Goodbye.\nask_nme\nsomething else\nask_order_number: Could you tell me..."
+    assert parse_labels(reply, labels) == ["ask_order_number", "goodbye", "ask_name"]
+    assert parse_labels("", labels) == []
+
+
+def test_llm_needs_a_key_for_a_remote_endpoint(splits: dict[str, Dataset], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COPILOT_TEST_NO_KEY", raising=False)
+    strategy = make_strategy(
+        "llm", {"base_url": "https://api.example.invalid/v1", "api_key_env": "COPILOT_TEST_NO_KEY"})
+    strategy.fit(splits["train"])
+    with pytest.raises(RuntimeError, match="COPILOT_TEST_NO_KEY"):
+        strategy.suggest(held_out(splits["test"], limit=1)[0], 3)
+
+
+def test_hybrid_fuses_members_by_reciprocal_rank(splits: dict[str, Dataset]) -> None:
+    members = [{"strategy": "tfidf", "params": {}}, {"strategy": "bm25", "params": {"neighbours": 10}}]
+    hybrid = make_strategy("hybrid", {"members": members, "weights": [2.0, 1.0], "rrf_k": 10}).fit(splits["train"])
+    json.dumps(hybrid.get_params())
+    context = held_out(splits["test"], limit=1)[0]
+    fused = hybrid.suggest(context, 3)
+    tfidf = make_strategy("tfidf").fit(splits["train"]).suggest(context, 10)
+    bm25 = make_strategy("bm25", {"neighbours": 10}).fit(splits["train"]).suggest(context, 10)
+    expected: dict[str | None, float] = {}
+    for weight, ranking in ((2.0, tfidf), (1.0, bm25)):
+        for rank, s in enumerate(ranking, start=1):
+            expected[s.label] = expected.get(s.label, 0.0) + weight / (10 + rank)
+    best = sorted(expected.items(), key=lambda kv: -kv[1])[:3]
+    assert [(s.label, round(s.score, 9)) for s in fused] == [(label, round(v, 9)) for label, v in best]
+
+
+@pytest.mark.parametrize("scope", ["global", "per_chatbot"])
+def test_classifier_scores_are_probabilities_over_the_response_set(scope: str, splits: dict[str, Dataset]) -> None:
+    strategy = make_strategy("classifier", {"scope": scope}).fit(splits["train"])
+    context = held_out(splits["test"], limit=1)[0]
+    everything = strategy.suggest(context, 1000)
+    assert 0.999 <= sum(s.score for s in everything) <= 1.001
+    assert {s.label for s in everything} <= set(splits["train"].responses(context.chatbot))
