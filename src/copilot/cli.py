@@ -11,10 +11,14 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from copilot.records import DatasetError
 from copilot.registry import UnknownNameError
 from copilot.settings import Settings
+
+if TYPE_CHECKING:
+    from copilot.tracking import WorkbenchTracker
 from copilot.tasks import TaskError
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -95,12 +99,25 @@ def _load_task(args: argparse.Namespace) -> object:
     return load_task(args.task, only=only)
 
 
+def _tracker(args: argparse.Namespace, settings: Settings) -> WorkbenchTracker | None:
+    """The MLflow tracker when ``--track`` was given (store: ``--tracking-uri``, else the settings')."""
+    if not getattr(args, "track", False):
+        return None
+    from dataclasses import replace
+
+    from copilot.tracking import WorkbenchTracker
+
+    uri = getattr(args, "tracking_uri", None)
+    return WorkbenchTracker.from_settings(replace(settings, mlflow_tracking_uri=uri) if uri else settings)
+
+
 def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from copilot.evaluation import run
 
     task = _load_task(args)
     train, test = _task_data(args, settings, task, ("train", "test"))
-    run(task, train=train, test=test, out_dir=args.out, progress=not args.quiet)  # type: ignore[arg-type]
+    run(task, train=train, test=test, out_dir=args.out, tracker=_tracker(args, settings),  # type: ignore[arg-type]
+        progress=not args.quiet)
     print(f"wrote {Path(args.out) / 'summary.json'} and predictions.parquet")
     return 0
 
@@ -110,7 +127,8 @@ def _cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
 
     task = _load_task(args)
     train, dev = _task_data(args, settings, task, ("train", "dev"))
-    result = tune(task, train=train, dev=dev, out_dir=args.out, progress=not args.quiet)  # type: ignore[arg-type]
+    result = tune(task, train=train, dev=dev, out_dir=args.out,  # type: ignore[arg-type]
+                  tracker=_tracker(args, settings), progress=not args.quiet)
     if args.write_task:
         path = result.write_task(args.write_task)
         print(f"wrote the tuned task {path}")
@@ -166,7 +184,15 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     print(f"replayed {report['completed']}/{report['conversations']} conversations "
           f"({report['conversations_per_s']:.2f}/s), {report['suggestions_received']}/{report['agent_turns']} "
           f"agent turns with suggestions, {len(report['errors'])} errors; wrote {args.out}")
+    tracker = _tracker(args, settings)
+    summary_path = Path(args.out) / "summary.json"
+    if tracker is not None and summary_path.exists():
+        tracker.log_evaluation(result.turns, json.loads(summary_path.read_text()), {},
+                               data_path=args.data if args.limit is None and args.chatbot is None else None,
+                               stage="replay")
     return 0 if not report["errors"] else 1
+
+
 def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     from copilot.report import load_table, write_report
     from copilot.settings import find_project_root
@@ -268,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seconds an agent turn waits for its suggestions (default 10)")
     rep.add_argument("--no-suggestions", action="store_true", help="the server has no provider: do not wait")
     rep.add_argument("--quiet", action="store_true", help="no progress bar")
+    rep.add_argument("--track", action="store_true", help="log the served suggestions' scores to MLflow "
+                     "(the store of --tracking-uri)")
     rep.set_defaults(handler=_cmd_replay)
 
     evaluate = sub.add_parser("evaluate", help="fit a task's strategies on train, score them on test")
@@ -277,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", required=True, help="folder for summary.json, predictions.parquet, run.json")
     evaluate.add_argument("--only", help="comma-separated strategy ids of the task to run (default: all)")
     evaluate.add_argument("--quiet", action="store_true", help="no progress and no leaderboard")
+    evaluate.add_argument("--track", action="store_true", help="log the runs to MLflow (one experiment per chatbot)")
+    evaluate.add_argument("--tracking-uri", help="MLflow store for --track (default: $MLFLOW_TRACKING_URI, "
+                          "else ./mlflow.db)")
     evaluate.set_defaults(handler=_cmd_evaluate)
     tune_cmd = sub.add_parser("tune", help="search each strategy's grid per chatbot on dev; pick champions (W5)")
     tune_cmd.add_argument("task", help="an evaluation task file (evals/*.yaml)")
@@ -286,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     tune_cmd.add_argument("--write-task", metavar="FILE", help="also write the tuned task (with champions:) here")
     tune_cmd.add_argument("--only", help="comma-separated strategy ids of the task to tune (default: all)")
     tune_cmd.add_argument("--quiet", action="store_true", help="no progress")
+    tune_cmd.add_argument("--track", action="store_true", help="log every candidate to MLflow")
+    tune_cmd.add_argument("--tracking-uri", help="MLflow store for --track (default: $MLFLOW_TRACKING_URI, "
+                          "else ./mlflow.db)")
     tune_cmd.set_defaults(handler=_cmd_tune)
     results = sub.add_parser("results", help="regenerate docs/results.md from evaluation runs (summary.json)")
     results.add_argument("--runs", nargs="+", required=True, metavar="DIR", help="folders written by evaluate")

@@ -28,27 +28,29 @@ from copilot.strategies import Strategy, make_strategy
 from copilot.tasks import Champion, Task
 
 CHAMPIONS = "champions"
+GLOBAL = "global"  # the tuned task's single strategy for every chatbot
 
 
 class EvaluationTracker(Protocol):
-    """What evaluation and tuning ask of a tracker (an MLflow implementation lives in :mod:`copilot.tracking`).
+    """What evaluation, tuning and replay ask of a tracker; :class:`copilot.tracking.WorkbenchTracker` logs it to
+    MLflow (one experiment per chatbot, one run per strategy and settings). One call per stage, at its end:
 
-    One call per evaluated strategy and settings:
-
-    - ``stage``: ``"evaluate"`` or ``"tune"``;
-    - ``task``: the task's name;
-    - ``strategy_id``: the key in the summary (``tfidf``, ``champions``, or a candidate's ``describe()``);
-    - ``params``: the strategy family and its settings, ``{"strategy": name, **settings}`` (for ``champions``:
-      ``{chatbot: {"strategy": name, "params": {...}}}``);
-    - ``summary``: ``{"overall": scores, "per_chatbot": {chatbot: scores}}``, scores as in ``summary.json``;
-    - ``predictions``: this strategy's rows of the predictions table;
-    - ``tags``: data file hashes, the commit, the split.
+    - ``frame``: the predictions table of every strategy (:mod:`copilot.predictions`);
+    - ``summary``: ``{"overall": {strategy: scores}, "per_chatbot": {chatbot: {strategy: scores}}}``;
+    - ``params_by_strategy``: each strategy id's family and settings (``{"strategy": name, **settings}``);
+    - ``data_path``: the scored dataset file (its SHA-256 becomes a tag), None when it was not a file;
+    - ``stage``: ``"evaluate"``, ``"tune"`` or ``"replay"``; ``tags``: more tags (task, split, commit).
     """
 
     def log_evaluation(
-        self, *, stage: str, task: str, strategy_id: str, params: Mapping[str, Any],
-        summary: Mapping[str, Any], predictions: pd.DataFrame, tags: Mapping[str, str],
-    ) -> None: ...
+        self, frame: pd.DataFrame, summary: Mapping[str, Any], params_by_strategy: Mapping[str, Mapping[str, Any]],
+        *, data_path: str | os.PathLike[str] | None, stage: str, tags: Mapping[str, str] | None = None,
+    ) -> list[str]: ...
+
+
+def data_file(data: Any) -> str | None:
+    """The path of a dataset given as a file, None for an in-memory Dataset."""
+    return None if isinstance(data, Dataset) else str(data)
 
 
 def _tokens(strategy: Strategy) -> int:
@@ -220,6 +222,16 @@ def run(
         timings[spec.id] = {"fit_s": round(fit_s, 3), "predict_s": round(time.perf_counter() - start, 3)}
         described[spec.id] = {"strategy": spec.name, "params": strategy.get_params(), "describe": strategy.describe()}
         say(f"{spec.id}: fit {fit_s:.1f}s, predict {timings[spec.id]['predict_s']:.1f}s")
+    if task.global_strategy is not None:
+        glob = task.global_strategy
+        key = _key(glob.strategy, glob.params)
+        if key not in fitted:
+            fitted[key] = make_strategy(glob.strategy, glob.params).fit(train_ds)
+        start = time.perf_counter()
+        frames.append(predict(fitted[key], test_ds, strategy_id=GLOBAL, k=task.k, progress=progress))
+        timings[GLOBAL] = {"predict_s": round(time.perf_counter() - start, 3)}
+        described[GLOBAL] = {"strategy": glob.strategy, "params": fitted[key].get_params(),
+                             "describe": fitted[key].describe()}
     if task.champions:
         orphans = sorted(set(test_ds.chatbot_ids()) - set(task.champions))
         if orphans:
@@ -245,14 +257,11 @@ def run(
         "strategies": described, "timings": timings, **tags,
     })
     if tracker is not None:
-        for sid, info in described.items():
-            params = info if sid == CHAMPIONS else {"strategy": info["strategy"], **info["params"]}
-            tracker.log_evaluation(
-                stage="evaluate", task=task.name, strategy_id=sid, params=params,
-                summary={"overall": summary["overall"].get(sid, {}),
-                         "per_chatbot": {b: s[sid] for b, s in summary["per_chatbot"].items() if sid in s}},
-                predictions=frame[frame["strategy"] == sid], tags=tags,
-            )
+        params = {sid: ({"strategy": info["strategy"], **info["params"]} if sid != CHAMPIONS
+                        else {"champions": json.dumps(info, sort_keys=True, default=str)})
+                  for sid, info in described.items()}
+        tracker.log_evaluation(frame, summary, params, data_path=data_file(test), stage="evaluate",
+                               tags={"copilot.task": task.name, **{f"copilot.{k}": str(v) for k, v in tags.items()}})
     if progress:
         print(format_leaderboard(summary, task.selection_metric))
     return summary

@@ -168,8 +168,10 @@ register_metric(Metric("tokens", False, _column("tokens"), description="mean LLM
 
 
 def _conversation_codes(frame: pd.DataFrame) -> np.ndarray:
+    """Each row's conversation as a number, in sorted order of (chatbot, conversation): the same conversations get
+    the same draws whatever the row order, so a replay's table and an offline one give the same intervals."""
     keys = frame["chatbot"].astype(str) + "\0" + frame["conversation_id"].astype(str)
-    codes, _ = pd.factorize(keys)
+    codes, _ = pd.factorize(keys, sort=True)
     return np.asarray(codes, dtype=np.int64)
 
 

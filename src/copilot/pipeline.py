@@ -122,23 +122,13 @@ def prepare(settings: Settings, say: Say = print) -> Workspace:
 def tune_stage(ws: Workspace, tracker: WorkbenchTracker | None = None, progress: bool = True,
                say: Say = print) -> TuningResult:
     """Search every strategy's settings per chatbot on train/dev, pick champions by the W5 rule, write the tuned
-    task (the task plus ``champions:``), and log every candidate to MLflow."""
+    task (the task plus ``champions:`` and ``global:``), and log every candidate to MLflow."""
     from copilot.tuning import tune
 
-    result = tune(ws.task(), train=ws.split("train"), dev=ws.split("dev"), out_dir=ws.tune_dir, progress=progress)
+    result = tune(ws.task(), train=ws.split("train"), dev=ws.split("dev"), out_dir=ws.tune_dir, tracker=tracker,
+                  progress=progress)
     result.write_task(ws.tuned_task)
-    if tracker is not None:
-        summary = json.loads((ws.tune_dir / "summary.json").read_text())
-        say("logging the tuning runs to MLflow ...")
-        tracker.log_evaluation(result.predictions, summary, _candidate_params(result), data_path=ws.split("dev"),
-                               stage="tune")
     return result
-
-
-def _candidate_params(result: TuningResult) -> dict[str, dict[str, Any]]:
-    from copilot.tuning import candidate_params
-
-    return candidate_params(result)
 
 
 def evaluate_stage(ws: Workspace, tracker: WorkbenchTracker | None = None, progress: bool = True,
@@ -146,26 +136,8 @@ def evaluate_stage(ws: Workspace, tracker: WorkbenchTracker | None = None, progr
     """Fit on train, score on test: every strategy of the tuned task, the global strategy and the champions."""
     from copilot.evaluation import run
 
-    summary = run(ws.task(tuned=True), train=ws.split("train"), test=ws.split("test"), out_dir=ws.evaluate_dir,
-                  progress=progress)
-    if tracker is not None:
-        say("logging the evaluation runs to MLflow ...")
-        frame = pd.read_parquet(ws.evaluate_dir / "predictions.parquet")
-        tracker.log_evaluation(frame, summary, evaluated_params(ws.evaluate_dir), data_path=ws.split("test"),
-                               stage="evaluate")
-    return summary
-
-
-def evaluated_params(evaluate_dir: Path) -> dict[str, dict[str, Any]]:
-    """Each evaluated strategy's family and settings, from the evaluation's ``run.json``."""
-    described = json.loads((evaluate_dir / "run.json").read_text()).get("strategies", {})
-    out: dict[str, dict[str, Any]] = {}
-    for sid, info in described.items():
-        if isinstance(info, Mapping) and "strategy" in info and isinstance(info.get("params"), Mapping):
-            out[sid] = {"family": info["strategy"], **info["params"]}
-        else:
-            out[sid] = {"champions": json.dumps(info, sort_keys=True)}
-    return out
+    return run(ws.task(tuned=True), train=ws.split("train"), test=ws.split("test"), out_dir=ws.evaluate_dir,
+               tracker=tracker, progress=progress)
 
 
 def export_stage(ws: Workspace, settings: Settings, say: Say = print) -> list[ExportedModel]:
@@ -194,23 +166,24 @@ def replay_stage(ws: Workspace, settings: Settings, tracker: WorkbenchTracker | 
     summary_path = ws.replay_dir / "summary.json"
     if tracker is not None and summary_path.exists():
         tracker.log_evaluation(result.turns, json.loads(summary_path.read_text()), {},
-                               data_path=ws.split("test"), stage="replay")
+                               data_path=ws.split("test") if limit is None else None, stage="replay")
     return result
 
 
 def champions_vs_global(summary: Mapping[str, Any], tuning: Mapping[str, Any], metric: str = "recall@1"
                         ) -> pd.DataFrame:
     """Per chatbot on the test split: its champion against the global strategy (both fitted on train)."""
-    from copilot.evaluation import CHAMPIONS
+    from copilot.evaluation import CHAMPIONS, GLOBAL
 
-    global_id = str(tuning.get("global", {}).get("strategy_id", "global"))
+    global_id = GLOBAL
     rows = []
     for bot, scores in sorted(summary.get("per_chatbot", {}).items()):
         champ, glob = scores.get(CHAMPIONS), scores.get(global_id)
         if not champ or not glob:
             continue
         chosen = tuning.get("per_chatbot", {}).get(bot, {}).get("champion", {})
-        row: dict[str, Any] = {"chatbot": bot, "champion": chosen.get("candidate", CHAMPIONS), "global": global_id}
+        row: dict[str, Any] = {"chatbot": bot, "champion": chosen.get("candidate", CHAMPIONS),
+                               "global": tuning.get(GLOBAL, {}).get("candidate", GLOBAL)}
         for who, values in (("champion", champ), ("global", glob)):
             for suffix in ("", "_low", "_high"):
                 row[f"{who}_{metric}{suffix}"] = values.get(f"{metric}{suffix}")

@@ -42,7 +42,7 @@ from copilot.records import Dataset, load_dataset
 from copilot.settings import Settings
 
 KEYS = {"include", "name", "data", "split", "chatbots", "k", "metrics", "selection_metric", "n_boot", "seed",
-        "strategies", "champions", "description"}
+        "strategies", "champions", "global", "description"}
 STRATEGY_KEYS = {"name", "id", "params", "grid", "drop"}
 
 
@@ -95,6 +95,7 @@ class Task:
     seed: int = 0
     strategies: tuple[StrategySpec, ...] = ()
     champions: Mapping[str, Champion] = field(default_factory=dict)
+    global_strategy: Champion | None = None  # the tuned single strategy for every chatbot (YAML key ``global``)
     description: str = ""
 
     def strategy(self, strategy_id: str) -> StrategySpec:
@@ -234,6 +235,8 @@ def load_task(path: str | os.PathLike[str], *, only: Iterable[str] | None = None
         strategies=tuple(specs),
         champions={str(bot): Champion(str(c["strategy"]), dict(c.get("params") or {}))
                    for bot, c in (raw.get("champions") or {}).items()},
+        global_strategy=(Champion(str(raw["global"]["strategy"]), dict(raw["global"].get("params") or {}))
+                         if isinstance(raw.get("global"), dict) and "strategy" in raw["global"] else None),
         description=str(raw.get("description", "")),
     )
     if only is not None:
@@ -249,7 +252,10 @@ def load_task(path: str | os.PathLike[str], *, only: Iterable[str] | None = None
             if key not in allowed:
                 raise TaskError(f"{where}: strategy {spec.id}: "
                                 + _unknown(f"setting {key!r} (settings: {allowed})", key, allowed))
-    for bot, champion in task.champions.items():
+    named = list(task.champions.items())
+    if task.global_strategy is not None:
+        named.append(("global", task.global_strategy))
+    for bot, champion in named:
         if champion.strategy not in STRATEGIES:
             raise TaskError(f"{where}: champions.{bot}: "
                             + _unknown(f"strategy {champion.strategy!r}", champion.strategy, STRATEGIES.names()))
@@ -257,9 +263,11 @@ def load_task(path: str | os.PathLike[str], *, only: Iterable[str] | None = None
 
 
 def write_tuned_task(
-    task: Task, champions: Mapping[str, Champion], out: str | os.PathLike[str], *, note: str = ""
+    task: Task, champions: Mapping[str, Champion], out: str | os.PathLike[str], *, note: str = "",
+    global_strategy: Champion | None = None,
 ) -> Path:
-    """Write a task file that includes ``task``'s file and adds the ``champions:`` mapping."""
+    """Write a task file that includes ``task``'s file and adds the ``champions:`` mapping (and ``global:``, the
+    single tuned strategy that evaluate scores beside the champions)."""
     if task.path is None:
         raise TaskError("the tuned task includes its source task file; this task has no file")
     out = Path(out)
@@ -267,6 +275,8 @@ def write_tuned_task(
     include = os.path.relpath(task.path.resolve(), out.parent.resolve())
     body = {"include": include, "name": f"{task.name}.tuned",
             "champions": {bot: c.as_dict() for bot, c in sorted(champions.items())}}
+    if global_strategy is not None:
+        body["global"] = global_strategy.as_dict()
     header = "# Written by `copilot tune --write-task`; regenerate it rather than editing by hand.\n"
     if note:
         header += "".join(f"# {line}\n" for line in note.splitlines())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -175,7 +176,7 @@ def _default_artifact_root(tracking_uri: str) -> Path | None:
     return None
 
 
-def file_sha256(path: str | Path) -> str:
+def file_sha256(path: str | os.PathLike[str]) -> str:
     """The hash of a data file, logged as a tag so a run names exactly the data it saw."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -223,8 +224,8 @@ class WorkbenchTracker:
         return cls(MlflowTracker(settings.mlflow_tracking_uri))
 
     def log_evaluation(self, frame: pd.DataFrame, summary: Mapping[str, Any],
-                       params_by_strategy: Mapping[str, Mapping[str, Any]], *, data_path: str | Path,
-                       stage: str) -> list[str]:
+                       params_by_strategy: Mapping[str, Mapping[str, Any]], *, data_path: str | os.PathLike[str] | None,
+                       stage: str, tags: Mapping[str, str] | None = None) -> list[str]:
         """Log an evaluation (or a tuning or a replay: ``stage``); returns the ids of the runs, per chatbot first.
 
         Args:
@@ -232,15 +233,16 @@ class WorkbenchTracker:
             summary: ``{"overall": {strategy: metrics}, "per_chatbot": {chatbot: {strategy: metrics}}}``.
             params_by_strategy: each strategy's ``get_params()``; a strategy missing here (e.g. ``champions``)
                 is logged without params.
-            data_path: the dataset file the evaluation read; its SHA-256 becomes a tag.
+            data_path: the dataset file the evaluation read; its SHA-256 becomes a tag (None: not a file).
             stage: one of :data:`STAGES`.
         """
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {', '.join(STAGES)}, not {stage!r}")
         common = {
             "copilot.stage": stage,
-            "copilot.data_path": str(data_path),
-            "copilot.data_sha256": file_sha256(data_path),
+            "copilot.data_path": str(data_path) if data_path is not None else "in memory",
+            "copilot.data_sha256": file_sha256(data_path) if data_path is not None else "unknown",
+            **(tags or {}),
             "copilot.git_commit": git_commit(Path(__file__).resolve().parent),
         }
         if common["copilot.git_commit"] != "unknown":

@@ -27,12 +27,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from copilot.evaluation import CHAMPIONS, EvaluationTracker, _as_dataset, _data_tags, predict, write_json
+from copilot.evaluation import (
+    CHAMPIONS,
+    GLOBAL,
+    EvaluationTracker,
+    _as_dataset,
+    _data_tags,
+    data_file,
+    predict,
+    write_json,
+)
 from copilot.metrics import METRICS, Paired, as_mapping, decide_winner, paired_interval, score
 from copilot.strategies import make_strategy
 from copilot.tasks import Champion, Task, write_tuned_task
-
-GLOBAL = "global"
 
 
 @dataclass(frozen=True)
@@ -68,7 +75,8 @@ class TuningResult:
         counts = pd.Series([c.key for c in self.champions.values()]).value_counts()
         note = (f"global on dev: {self.global_candidate.key}\n"
                 + "\n".join(f"{n} chatbot(s): {key}" for key, n in counts.items()))
-        return write_tuned_task(self.task, self.champion_settings(), path, note=note)
+        return write_tuned_task(self.task, self.champion_settings(), path, note=note,
+                                global_strategy=self.global_candidate.champion())
 
 
 def _aligned(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -238,15 +246,10 @@ def tune(
     board.to_csv(out / "leaderboard.csv", index=False)
 
     if tracker is not None:
-        tags = {**{k: str(v) for k, v in report.items() if k.endswith(("_path", "_sha256"))},
-                "commit": str(report["commit"])}
-        for c in candidates:
-            tracker.log_evaluation(
-                stage="tune", task=task.name, strategy_id=c.key, params={"strategy": c.name, **c.params},
-                summary={"overall": overall[c.key],
-                         "per_chatbot": {b: s[c.key] for b, s in per_bot.items() if c.key in s}},
-                predictions=frame[frame["strategy"] == c.key], tags=tags,
-            )
+        tags = {f"copilot.{k}": str(v) for k, v in report.items() if k.endswith(("_path", "_sha256"))}
+        tracker.log_evaluation(frame, {"overall": overall, "per_chatbot": per_bot},
+                               {c.key: {"strategy": c.name, **c.params} for c in candidates},
+                               data_path=data_file(dev), stage="tune", tags={"copilot.task": task.name, **tags})
     say(f"champions on dev: {metric} {combo_scores[metric]} vs global {overall[global_c.key][metric]} "
         f"(diff {vs_global.diff:+.4f} [{vs_global.low:+.4f}, {vs_global.high:+.4f}])")
     return TuningResult(task, metric, global_c, champions, report, board, frame)
