@@ -23,6 +23,7 @@ from copilot.records import load_dataset
 from copilot.strategies import STRATEGIES, make_strategy
 from copilot.strategies.tfidf import TfidfStrategy
 from copilot.tasks import TaskError, load_task
+from copilot.tracking import file_sha256
 from copilot.tuning import tune
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,9 +166,14 @@ def test_tune_then_evaluate_the_tuned_task(sample_splits: dict[str, Path], tmp_p
 
     task = load_task(tuned, only=["tfidf"])
     assert set(task.champions) == {"card_support", "parcel_tracking", "pizza_delivery"}
+    # the tuned task also names the global strategy: the candidate that tune found best over all chatbots
+    assert task.global_strategy is not None
+    assert task.global_strategy.as_dict() == {"strategy": report["global"]["strategy"],
+                                              "params": report["global"]["params"]}
     summary = run(task, train=sample_splits["train"], test=sample_splits["test"], out_dir=tmp_path / "eval",
                   progress=False)
-    _check_summary_shape(summary, {"tfidf", "champions"}, {"card_support", "parcel_tracking", "pizza_delivery"})
+    _check_summary_shape(summary, {"tfidf", "global", "champions"},
+                         {"card_support", "parcel_tracking", "pizza_delivery"})
 
     # docs/results.md is regenerated from the run folder
     assert main(["results", "--runs", str(tmp_path / "eval"), "--out", str(tmp_path / "results.md")]) == 0
@@ -196,3 +202,29 @@ def test_tune_library_result(sample_splits: dict[str, Path], tmp_path: Path) -> 
         decisions = result.report["per_chatbot"][bot]["decisions"]
         if champion.key != result.global_candidate.key:  # a switch needs an interval above 0
             assert any(d["switch"] and d["paired"]["low"] > 0 for d in decisions)
+
+
+def test_evaluate_and_tune_log_to_mlflow_when_asked(sample_splits: dict[str, Path], tmp_path: Path,
+                                                    mlflow_uri: str) -> None:
+    from mlflow import MlflowClient
+
+    from copilot.tracking import experiment_name
+
+    common = ["--only", "tfidf", "--quiet", "--track", "--tracking-uri", mlflow_uri]
+    assert main(["tune", str(ROOT / "evals/sample.yaml"), "--train", str(sample_splits["train"]),
+                 "--dev", str(sample_splits["dev"]), "--out", str(tmp_path / "tune"), *common]) == 0
+    assert main(["evaluate", str(ROOT / "evals/sample.yaml"), "--train", str(sample_splits["train"]),
+                 "--test", str(sample_splits["test"]), "--out", str(tmp_path / "eval"), *common]) == 0
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    for bot in ("card_support", "parcel_tracking", "pizza_delivery"):
+        experiment = client.get_experiment_by_name(experiment_name(bot))
+        assert experiment is not None
+        runs = client.search_runs([experiment.experiment_id], filter_string="tags.`copilot.task` = 'sample'")
+        stages = [r.data.tags["copilot.stage"] for r in runs]
+        # one run per tfidf grid point (2 x 2) from tune, one from evaluate
+        assert stages.count("tune") == 4 and stages.count("evaluate") == 1
+        evaluated = next(r for r in runs if r.data.tags["copilot.stage"] == "evaluate")
+        assert evaluated.data.params["strategy"] == "tfidf"
+        assert evaluated.data.tags["copilot.data_sha256"] == file_sha256(sample_splits["test"])
+        low, value, high = (evaluated.data.metrics[k] for k in ("recall_at_1_low", "recall_at_1", "recall_at_1_high"))
+        assert low <= value <= high
