@@ -24,6 +24,7 @@ Outputs (:func:`run_replay`): ``turns.parquet`` (predictions columns plus ``for_
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import importlib.util
 import json
@@ -36,11 +37,11 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import numpy as np
@@ -62,6 +63,7 @@ from copilot.protocol import (
 from copilot.records import Conversation, Dataset, Turn
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 REPLAY_COLUMNS = [*COLUMNS, "for_seq", "agent_id", "suggestions_received"]
 LATENCIES = ("escalation_to_notification_ms", "claim_ms", "first_agent_reply_ms", "suggestion_ms")
@@ -516,6 +518,17 @@ def summarize_turns(turns: pd.DataFrame) -> dict[str, Any] | None:
     return result
 
 
+def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` to completion from synchronous code, also where an event loop already runs (a Jupyter
+    kernel): then it runs on a fresh loop in a worker thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="copilot-replay") as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 def run_replay(data: Dataset, out: str | Path, *, server: str | None = None, admin_key: str | None = None,
                tracking_uri: str | None = None, config: ReplayConfig | None = None,
                progress: bool = True) -> ReplayResult:
@@ -526,11 +539,11 @@ def run_replay(data: Dataset, out: str | Path, *, server: str | None = None, adm
     out.mkdir(parents=True, exist_ok=True)
     if server is None:
         with started_server(tracking_uri=tracking_uri) as started:
-            result = asyncio.run(replay(data, started.url, started.admin_key, config, progress=progress))
+            result = run_sync(replay(data, started.url, started.admin_key, config, progress=progress))
     else:
         if not admin_key:
             raise ValueError("replaying through a running server needs its admin key (HANDOFF_ADMIN_KEY)")
-        result = asyncio.run(replay(data, server, admin_key, config, progress=progress))
+        result = run_sync(replay(data, server, admin_key, config, progress=progress))
     result.turns.to_parquet(out / "turns.parquet", index=False)
     (out / "handoff.json").write_text(json.dumps(result.handoff, indent=2) + "\n")
     summary = summarize_turns(result.turns)
