@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS: dict[str, dict[str, Any]] = {
     "tfidf": {},
     "bm25": {},
-    "dense": {},
+    "dense": {"cache_dir": os.environ.get("COPILOT_CACHE_DIR")},
     "classifier": {},
     "hybrid": {},
 }
