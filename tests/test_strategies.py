@@ -69,7 +69,8 @@ def assert_same(got: list[list[Any]], expected: list[list[Any]]) -> None:
         assert [s.score for s in g] == pytest.approx([s.score for s in e], rel=1e-4, abs=1e-6)
 
 
-@pytest.mark.parametrize("name", STRATEGIES.names())
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=pytest.mark.slow) if name == "llm" else name for name in STRATEGIES.names()])
 def test_strategy_conformance(name: str, splits: dict[str, Dataset], request: pytest.FixtureRequest) -> None:
     params = params_for(name, request)
     train, test = splits["train"], splits["test"]
@@ -118,6 +119,7 @@ def test_registry_has_every_family() -> None:
     assert {"tfidf", "bm25", "dense", "classifier", "llm", "hybrid"} <= set(STRATEGIES.names())
 
 
+@pytest.mark.slow
 def test_llm_labels_and_free_text(splits: dict[str, Dataset], llm_base_url: str) -> None:
     from copilot.llm_server import LOCAL_MODEL
 

@@ -168,9 +168,9 @@ class ClassifierStrategy(Strategy):
 
     name = "classifier"
 
-    def __init__(self, scope: str = "global", model: str = "logreg", C: float = 10.0, alpha: float = 1e-5,
+    def __init__(self, scope: str = "global", model: str = "sgd", C: float = 10.0, alpha: float = 1e-5,
                  max_iter: int = 300, class_weight: str | None = None, window: int = 1, ngram_max: int = 2,
-                 char_ngrams: int = 0, char_weight: float = 0.5, history_weight: float = 0.3,
+                 char_ngrams: int = 0, char_weight: float = 0.5, history_weight: float = 0.7,
                  label_features: bool = True, label_weight: float = 1.0, max_position: int = 8,
                  cross_weight: float = 0.0, dense_weight: float = 0.0, cache_dir: str | None = None, seed: int = 0):
         self.scope = scope
