@@ -350,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings.from_env()
+    from copilot.embeddings import set_default_cache_dir
+
+    set_default_cache_dir(settings.cache_dir)
     try:
         return int(args.handler(args, settings))
     except (TaskError, UnknownNameError) as exc:

@@ -22,6 +22,15 @@ DIMENSION = 384
 
 _models: dict[str, Any] = {}
 _models_lock = threading.Lock()
+_default_cache_dir: Path | None = None
+
+
+def set_default_cache_dir(path: str | os.PathLike[str] | None) -> None:
+    """The on-disk cache that embedders built without one use (the command line and the notebooks set it from
+    ``Settings.cache_dir``); None keeps such embedders in memory only. Not part of any strategy's settings: where
+    vectors are cached changes nothing they compute."""
+    global _default_cache_dir
+    _default_cache_dir = Path(path) if path is not None else None
 
 
 def load_model() -> Any:
@@ -41,7 +50,8 @@ def _key(text: str) -> str:
 
 
 class Embedder:
-    """Encodes texts, reading and filling the on-disk cache in ``cache_dir`` (no cache when None).
+    """Encodes texts, reading and filling the on-disk cache in ``cache_dir`` (None: the process default of
+    :func:`set_default_cache_dir`, if any, else memory only).
 
     Picklable: the model and the database connection are opened lazily in each process.
     """
@@ -60,11 +70,12 @@ class Embedder:
         self.__init__(state["cache_dir"], state["batch_size"])  # type: ignore[misc]
 
     def _connect(self) -> sqlite3.Connection | None:
-        if self.cache_dir is None:
+        folder = self.cache_dir if self.cache_dir is not None else _default_cache_dir
+        if folder is None:
             return None
         if self._db is None:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.cache_dir / "embeddings.sqlite", timeout=60, check_same_thread=False)
+            folder.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(folder / "embeddings.sqlite", timeout=60, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vector BLOB NOT NULL)")
             self._db = db

@@ -88,7 +88,11 @@ class Workspace:
 
 
 def workspace(settings: Settings) -> Workspace:
-    """STAR's workspace when ``COPILOT_STAR_DIR`` is set, else the sample's."""
+    """STAR's workspace when ``COPILOT_STAR_DIR`` is set, else the sample's. Also points the embedding cache at
+    ``settings.cache_dir`` for this process (notebooks start here)."""
+    from copilot.embeddings import set_default_cache_dir
+
+    set_default_cache_dir(settings.cache_dir)
     evals = find_project_root() / "evals"
     name = "star" if settings.star_dir is not None else "sample"
     return Workspace(name, settings.work_dir / name, evals / f"{name}.yaml")
