@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from copilot.context import Context, Suggestion
+from copilot.context import Context, ContextTurn, Suggestion
 from copilot.serving.export import (
     CHAMPION_ALIAS,
     MODEL_PREFIX,
@@ -174,6 +174,9 @@ class ChampionSuggester:
         for chatbot in names:
             try:
                 if await self.model(chatbot) is not None:
+                    # One prediction now: whatever a model loads lazily (a sentence encoder) loads before the
+                    # server takes traffic, not during the first customer's message.
+                    await self.suggest(chatbot, Context(chatbot, (ContextTurn("customer", "hello"),)), 1)
                     ready.append(chatbot)
             except Exception:
                 log.exception("cannot load the champion of %s", chatbot)
