@@ -88,6 +88,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {name}: {len(data.conversations)} conversations, concurrency {args.concurrency}",
                   file=sys.stderr, flush=True)
             reports.append(_run(name, data, train, args, Path(tmp)))
+            r = reports[-1]
+            # As each configuration ends, so a long run interrupted later still leaves its figures.
+            print(f"   {name}: {r['completed']}/{r['conversations']} in {r['elapsed_s']:.1f} s "
+                  f"({r['conversations_per_s']:.2f}/s); " + ", ".join(
+                      f"{k} p50 {_fmt(r[k]['p50'])} p99 {_fmt(r[k]['p99'])}" for k in LATENCIES),
+                  file=sys.stderr, flush=True)
+            if args.json:
+                args.json.write_text(json.dumps(reports, indent=2) + "\n")
 
     base = next((r for r in reports if r["config"] == "baseline"), None)
     print(f"{len(data.conversations)} conversations ({sum(len(c.agent_turn_indices()) for c in data.conversations)} "
