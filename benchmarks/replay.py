@@ -50,9 +50,13 @@ def _run(config_name: str, data: Any, train: Any, args: argparse.Namespace, fold
     started = time.perf_counter()
     with started_server(tracking_uri=uri, suggestions_k=5) as server:
         start_s = time.perf_counter() - started
+        server_cpu0, client_cpu0 = server.cpu_s() or 0.0, time.process_time()
         result = asyncio.run(replay(data, server.url, server.admin_key, config, progress=not args.quiet))
+        server_cpu = (server.cpu_s() or 0.0) - server_cpu0
+        client_cpu = time.process_time() - client_cpu0
     report = result.handoff
-    report.update(config=config_name, export_s=export_s, server_start_s=start_s)
+    report.update(config=config_name, export_s=export_s, server_start_s=start_s, server_cpu_s=server_cpu,
+                  client_cpu_s=client_cpu)
     return report
 
 
@@ -84,6 +88,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {name}: {len(data.conversations)} conversations, concurrency {args.concurrency}",
                   file=sys.stderr, flush=True)
             reports.append(_run(name, data, train, args, Path(tmp)))
+            r = reports[-1]
+            # As each configuration ends, so a long run interrupted later still leaves its figures.
+            print(f"   {name}: {r['completed']}/{r['conversations']} in {r['elapsed_s']:.1f} s "
+                  f"({r['conversations_per_s']:.2f}/s); " + ", ".join(
+                      f"{k} p50 {_fmt(r[k]['p50'])} p99 {_fmt(r[k]['p99'])}" for k in LATENCIES),
+                  file=sys.stderr, flush=True)
+            if args.json:
+                args.json.write_text(json.dumps(reports, indent=2) + "\n")
 
     base = next((r for r in reports if r["config"] == "baseline"), None)
     print(f"{len(data.conversations)} conversations ({sum(len(c.agent_turn_indices()) for c in data.conversations)} "
@@ -108,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         if r["config"] != "baseline":
             print(f"{r['config']}: export {r['export_s']:.1f} s, server start (champions loaded) "
                   f"{r['server_start_s']:.1f} s, suggestions {r['suggestions_received']}/{r['agent_turns']}")
+        print(f"{r['config']}: CPU during the replay: server {r['server_cpu_s']:.1f} s, replay clients "
+              f"{r['client_cpu_s']:.1f} s, over {r['elapsed_s']:.1f} s of wall time")
     if args.json:
         args.json.write_text(json.dumps(reports, indent=2) + "\n")
     return 0

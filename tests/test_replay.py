@@ -211,3 +211,30 @@ def test_replay_turns_have_the_predictions_columns() -> None:
     assert list(frame.columns[: len(COLUMNS)]) == COLUMNS
     assert list(frame.columns) == REPLAY_COLUMNS
     assert isinstance(frame, pd.DataFrame)
+
+
+def test_champions_file_shapes(tmp_path: Path) -> None:
+    import json
+
+    from copilot.serving.export import load_champions
+
+    tuning = {"task": "t", "global": {"strategy": "tfidf", "params": {}},
+              "per_chatbot": {"shop": {"candidates": [], "champion": {"candidate": "bm25(k1=1.2)", "strategy": "bm25",
+                                                                       "params": {"k1": 1.2}, "is_global": False}}}}
+    (tmp_path / "tuning.json").write_text(json.dumps(tuning))
+    assert load_champions(tmp_path / "tuning.json") == {"shop": {"strategy": "bm25", "params": {"k1": 1.2}}}
+    (tmp_path / "plain.json").write_text(json.dumps({"shop": {"strategy": "tfidf", "params": {"window": 2}},
+                                                     "bank": {"strategy": "dense"}}))
+    assert load_champions(tmp_path / "plain.json") == {"shop": {"strategy": "tfidf", "params": {"window": 2}},
+                                                       "bank": {"strategy": "dense", "params": {}}}
+    (tmp_path / "bad.json").write_text(json.dumps({"shop": {"params": {}}}))
+    with pytest.raises(ValueError, match="shop: no champion strategy"):
+        load_champions(tmp_path / "bad.json")
+
+
+def test_replay_speeds() -> None:
+    assert ReplayConfig(speed="asap").speed_factor() is None
+    assert ReplayConfig(speed="realtime").speed_factor() == 1.0
+    assert ReplayConfig(speed="x20").speed_factor() == 20.0
+    with pytest.raises(ValueError, match="speed must be"):
+        ReplayConfig(speed="fast").speed_factor()

@@ -430,6 +430,14 @@ class StartedServer:
     proc: subprocess.Popen[str]
     folder: tempfile.TemporaryDirectory[str]
 
+    def cpu_s(self) -> float | None:
+        """CPU seconds the server process has used so far (Linux /proc), None where unknown."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return None
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.terminate()
