@@ -233,14 +233,21 @@ def load_champions(path: str | Path) -> dict[str, dict[str, Any]]:
 
 def export_champions(champions: Mapping[str, Mapping[str, Any]], train: Dataset, tracking_uri: str, *,
                      chatbots: Sequence[str] | None = None) -> list[ExportedModel]:
-    """Fit each chatbot's champion on its training conversations and export it (alias ``champion``)."""
+    """Fit each chatbot's champion on ``train`` and export it (alias ``champion``).
+
+    Fitted exactly as the evaluation fits champions (:func:`copilot.evaluation.champions_predictions`): on the
+    whole training set, one fit per distinct setting shared by the chatbots that chose it. A strategy that learns
+    across chatbots (the global classifier) therefore serves what was evaluated, not a model of one chatbot's data.
+    """
     tracker = MlflowTracker(tracking_uri)
+    fitted: dict[str, Strategy] = {}
     exported = []
     for bot in sorted(champions):
         if chatbots is not None and bot not in chatbots:
             continue
         spec = champions[bot]
-        strategy = make_strategy(spec["strategy"], spec.get("params") or {})
-        strategy.fit(train.subset(train.for_chatbot(bot)))
-        exported.append(export_model(strategy, bot, tracking_uri, client=tracker.client))
+        key = json.dumps([spec["strategy"], dict(spec.get("params") or {})], sort_keys=True, default=str)
+        if key not in fitted:
+            fitted[key] = make_strategy(spec["strategy"], spec.get("params") or {}).fit(train)
+        exported.append(export_model(fitted[key], bot, tracking_uri, client=tracker.client))
     return exported
