@@ -5,9 +5,9 @@ names, so each stage finds what the previous one wrote:
 
 | stage | function | writes |
 |---|---|---|
-| data | :func:`prepare` | ``data.jsonl`` (STAR imported, or the sample), ``splits/{train,dev,test}.jsonl`` |
+| data | :func:`prepare` | ``data.jsonl`` (STAR imported, or the sample), ``splits/{train,dev,test,train+dev}.jsonl`` |
 | tune | :func:`tune_stage` | ``tune/tuning.json``, ``tune/leaderboard.csv``, ``tune/task.tuned.yaml`` |
-| evaluate | :func:`evaluate_stage` | ``evaluate/summary.json``, ``evaluate/predictions.parquet`` (test split) |
+| evaluate | :func:`evaluate_stage` | ``evaluate/summary.json``, ``evaluate/predictions.parquet`` (train+dev → test) |
 | export | :func:`export_stage` | ``copilot-<chatbot>@champion`` in the MLflow registry, ``export.json`` |
 | replay | :func:`replay_stage` | ``replay/turns.parquet``, ``replay/handoff.json``, ``replay/summary.json`` |
 | report | :func:`report_stage` | ``<reports dir>/index.html`` |
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from copilot.tuning import TuningResult
 
 Say = Callable[[str], None]
+FINAL_TRAIN = "train+dev"
 
 
 def _quiet(message: str) -> None:
@@ -117,6 +118,8 @@ def prepare(settings: Settings, say: Say = print) -> Workspace:
     save_dataset(dataset, ws.data)
     task = ws.task()
     splits = split_dataset(dataset, task.split_fractions, seed=task.split_seed)
+    # once the settings are chosen on dev, the final fit uses all the data that is not test (evaluate, export)
+    splits[FINAL_TRAIN] = splits["train"].subset([*splits["train"].conversations, *splits["dev"].conversations])
     write_splits(splits, ws.root / "splits")
     say(f"{ws.name}: {len(dataset.conversations)} conversations of {len(dataset.chatbots)} chatbots; "
         + ", ".join(f"{s} {len(splits[s].conversations)}" for s in SPLITS))
@@ -137,21 +140,22 @@ def tune_stage(ws: Workspace, tracker: WorkbenchTracker | None = None, progress:
 
 def evaluate_stage(ws: Workspace, tracker: WorkbenchTracker | None = None, progress: bool = True,
                    say: Say = print) -> dict[str, Any]:
-    """Fit on train, score on test: every strategy of the tuned task, the global strategy and the champions."""
+    """Fit on train+dev (the settings were chosen on dev), score on test: every strategy of the tuned task, the
+    global strategy and the champions."""
     from copilot.evaluation import run
 
-    return run(ws.task(tuned=True), train=ws.split("train"), test=ws.split("test"), out_dir=ws.evaluate_dir,
+    return run(ws.task(tuned=True), train=ws.split(FINAL_TRAIN), test=ws.split("test"), out_dir=ws.evaluate_dir,
                tracker=tracker, progress=progress)
 
 
 def export_stage(ws: Workspace, settings: Settings, say: Say = print) -> list[ExportedModel]:
-    """Fit each chatbot's champion on train exactly as the evaluation did and register it as
+    """Fit each chatbot's champion on train+dev exactly as the evaluation did and register it as
     ``copilot-<chatbot>`` with the alias ``champion``."""
     from copilot.serving.export import export_champions, load_champions
 
     champions = load_champions(ws.tune_dir / "tuning.json")
     say(f"exporting {len(champions)} champions to {settings.mlflow_tracking_uri} ...")
-    exported = export_champions(champions, ws.dataset("train"), settings.mlflow_tracking_uri)
+    exported = export_champions(champions, ws.dataset(FINAL_TRAIN), settings.mlflow_tracking_uri)
     ws.export_file.write_text(json.dumps(
         [{"chatbot": e.chatbot, "model": e.name, "version": e.version, "strategy": e.strategy, "run_id": e.run_id}
          for e in exported], indent=2) + "\n")
@@ -176,7 +180,7 @@ def replay_stage(ws: Workspace, settings: Settings, tracker: WorkbenchTracker | 
 
 def champions_vs_global(summary: Mapping[str, Any], tuning: Mapping[str, Any], metric: str = "recall@1"
                         ) -> pd.DataFrame:
-    """Per chatbot on the test split: its champion against the global strategy (both fitted on train)."""
+    """Per chatbot on the test split: its champion against the global strategy (both fitted on train+dev)."""
     from copilot.evaluation import CHAMPIONS, GLOBAL
 
     global_id = GLOBAL
