@@ -11,7 +11,7 @@ import numpy as np
 from copilot.context import Context, Suggestion
 from copilot.records import Dataset
 from copilot.strategies.base import Strategy, register_strategy
-from copilot.strategies.common import examples, query_text, rank_labels
+from copilot.strategies.common import Reply, query_text, replies_by_chatbot, vote
 
 
 def _tokenize(texts: list[str], stopwords: str | None) -> list[list[str]]:
@@ -46,14 +46,11 @@ class Bm25Strategy(Strategy):
     def fit(self, data: Dataset) -> Self:
         import bm25s
 
-        by_bot: dict[str, list[tuple[str, str | None, str]]] = {}
-        for ex in examples(data):
-            by_bot.setdefault(ex.chatbot, []).append((query_text(ex.context, self.window), ex.label, ex.text))
-        index: dict[str, tuple[Any, list[tuple[str | None, str]]]] = {}
-        for bot, rows in by_bot.items():
+        index: dict[str, tuple[Any, list[Reply]]] = {}
+        for bot, (queries, replies) in replies_by_chatbot(data, self.window).items():
             retriever = bm25s.BM25(k1=self.k1, b=self.b, method=self.method)
-            retriever.index(_tokenize([q for q, _, _ in rows], self.stopwords), show_progress=False)
-            index[bot] = (retriever, [(label, text) for _, label, text in rows])
+            retriever.index(_tokenize(queries, self.stopwords), show_progress=False)
+            index[bot] = (retriever, replies)
         self.index_ = index
         self.responses_: Mapping[str, Mapping[str, str]] = {b: dict(data.responses(b)) for b in data.chatbot_ids()}
         return self
@@ -67,12 +64,4 @@ class Bm25Strategy(Strategy):
         tokens = [t for t in _tokenize([query_text(context, self.window)], self.stopwords)[0]
                   if t and t in retriever.vocab_dict]
         scores = retriever.get_scores(tokens) if tokens else np.zeros(len(rows), dtype=np.float32)
-        top = np.argsort(-scores, kind="stable")[: self.neighbours]
-        votes: dict[tuple[str | None, str], float] = {}
-        for i in top:
-            label, text = rows[i]
-            key = (label, text if label is None else "")
-            votes[key] = votes.get(key, 0.0) + float(scores[i])
-        ordered = sorted(votes.items(), key=lambda kv: -kv[1])
-        candidates = ((label, text, score) for (label, text), score in ordered)
-        return rank_labels(candidates, self.responses_.get(context.chatbot, {}), k)
+        return vote(scores, rows, self.neighbours, self.responses_.get(context.chatbot, {}), k)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from copilot.context import Context, Suggestion, contexts_for
 from copilot.records import Dataset
@@ -52,3 +54,30 @@ def rank_labels(
         if len(out) == k:
             break
     return out
+
+
+#: A recorded reply a retrieval index points at: its label (None for free text) and its text.
+Reply = tuple[str | None, str]
+
+
+def replies_by_chatbot(data: Dataset, window: int) -> dict[str, tuple[list[str], list[Reply]]]:
+    """Per chatbot, the query text of every recorded agent reply's context (:func:`query_text`) and the reply."""
+    out: dict[str, tuple[list[str], list[Reply]]] = {}
+    for ex in examples(data):
+        queries, replies = out.setdefault(ex.chatbot, ([], []))
+        queries.append(query_text(ex.context, window))
+        replies.append((ex.label, ex.text))
+    return out
+
+
+def vote(scores: np.ndarray, replies: Sequence[Reply], neighbours: int, responses: Mapping[str, str], k: int,
+         weight: float = 0.0) -> list[Suggestion]:
+    """kNN voting: the ``neighbours`` best-scoring recorded replies vote for their label (free texts for their
+    text) with their score, or ``exp(score / weight)`` when ``weight > 0``; best-first suggestions."""
+    votes: dict[Reply, float] = {}
+    for i in np.argsort(-scores, kind="stable")[:neighbours]:
+        label, text = replies[i]
+        key = (label, text if label is None else "")
+        votes[key] = votes.get(key, 0.0) + (float(np.exp(scores[i] / weight)) if weight > 0 else float(scores[i]))
+    ordered = sorted(votes.items(), key=lambda kv: -kv[1])
+    return rank_labels(((label, text, score) for (label, text), score in ordered), responses, k)

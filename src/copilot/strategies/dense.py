@@ -12,7 +12,7 @@ from copilot.context import Context, Suggestion
 from copilot.embeddings import Embedder
 from copilot.records import Dataset
 from copilot.strategies.base import Strategy, register_strategy
-from copilot.strategies.common import examples, query_text, rank_labels
+from copilot.strategies.common import Reply, query_text, replies_by_chatbot, vote
 
 
 @register_strategy
@@ -39,16 +39,13 @@ class DenseStrategy(Strategy):
 
     def fit(self, data: Dataset) -> Self:
         self.embedder_ = Embedder(self.cache_dir)
-        by_bot: dict[str, list[tuple[str, str | None, str]]] = {}
-        for ex in examples(data):
-            by_bot.setdefault(ex.chatbot, []).append((query_text(ex.context, self.window), ex.label, ex.text))
-        all_rows = [row for rows in by_bot.values() for row in rows]
-        vectors = self.embedder_.encode([q for q, _, _ in all_rows])
-        self.index_: dict[str, tuple[np.ndarray, list[tuple[str | None, str]]]] = {}
+        by_bot = replies_by_chatbot(data, self.window)
+        vectors = self.embedder_.encode([q for queries, _ in by_bot.values() for q in queries])
+        self.index_: dict[str, tuple[np.ndarray, list[Reply]]] = {}
         start = 0
-        for bot, rows in by_bot.items():
-            self.index_[bot] = (vectors[start:start + len(rows)], [(label, text) for _, label, text in rows])
-            start += len(rows)
+        for bot, (queries, replies) in by_bot.items():
+            self.index_[bot] = (vectors[start:start + len(queries)], replies)
+            start += len(queries)
         self.responses_: Mapping[str, Mapping[str, str]] = {b: dict(data.responses(b)) for b in data.chatbot_ids()}
         return self
 
@@ -57,17 +54,8 @@ class DenseStrategy(Strategy):
         if entry is None:
             return []
         matrix, rows = entry
-        sims = matrix @ query
-        top = np.argsort(-sims, kind="stable")[: self.neighbours]
-        votes: dict[tuple[str | None, str], float] = {}
-        for i in top:
-            label, text = rows[i]
-            key = (label, text if label is None else "")
-            weight = float(np.exp(sims[i] / self.temperature)) if self.temperature > 0 else float(sims[i])
-            votes[key] = votes.get(key, 0.0) + weight
-        ordered = sorted(votes.items(), key=lambda kv: -kv[1])
-        candidates = ((label, text, score) for (label, text), score in ordered)
-        return rank_labels(candidates, self.responses_.get(context.chatbot, {}), k)
+        return vote(matrix @ query, rows, self.neighbours, self.responses_.get(context.chatbot, {}), k,
+                    weight=self.temperature)
 
     def suggest(self, context: Context, k: int = 3) -> list[Suggestion]:
         return self.suggest_many([context], k)[0]

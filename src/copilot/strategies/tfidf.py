@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Self
 
-import numpy as np
-
 from copilot.context import Context, Suggestion
 from copilot.records import Dataset
 from copilot.strategies.base import Strategy, register_strategy
-from copilot.strategies.common import examples, query_text, rank_labels
+from copilot.strategies.common import query_text, replies_by_chatbot, vote
 
 
 @register_strategy
@@ -35,14 +33,10 @@ class TfidfStrategy(Strategy):
     def fit(self, data: Dataset) -> Self:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
-        by_bot: dict[str, list[tuple[str, str | None, str]]] = {}
-        for ex in examples(data):
-            by_bot.setdefault(ex.chatbot, []).append((query_text(ex.context, self.window), ex.label, ex.text))
         self.index_ = {}
-        for bot, rows in by_bot.items():
+        for bot, (queries, replies) in replies_by_chatbot(data, self.window).items():
             vectorizer = TfidfVectorizer(ngram_range=(1, self.ngram_max), sublinear_tf=self.sublinear_tf)
-            matrix = vectorizer.fit_transform([q for q, _, _ in rows])
-            self.index_[bot] = (vectorizer, matrix, [(label, text) for _, label, text in rows])
+            self.index_[bot] = (vectorizer, vectorizer.fit_transform(queries), replies)
         self.responses_: Mapping[str, Mapping[str, str]] = {b: dict(data.responses(b)) for b in data.chatbot_ids()}
         return self
 
@@ -53,12 +47,4 @@ class TfidfStrategy(Strategy):
             return []
         vectorizer, matrix, rows = entry
         sims = (matrix @ vectorizer.transform([query_text(context, self.window)]).T).toarray().ravel()
-        top = np.argsort(-sims, kind="stable")[: self.neighbours]
-        votes: dict[tuple[str | None, str], float] = {}
-        for i in top:
-            label, text = rows[i]
-            key = (label, text if label is None else "")
-            votes[key] = votes.get(key, 0.0) + float(sims[i])
-        ordered = sorted(votes.items(), key=lambda kv: -kv[1])
-        candidates = ((label, text, score) for (label, text), score in ordered)
-        return rank_labels(candidates, self.responses_.get(context.chatbot, {}), k)
+        return vote(sims, rows, self.neighbours, self.responses_.get(context.chatbot, {}), k)
