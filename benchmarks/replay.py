@@ -25,13 +25,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from copilot.records import load_dataset
+from suggest import load_splits  # the sibling benchmark script: one way to find STAR or the sample
+
 from copilot.replay import ReplayConfig, replay, select, started_server
 from copilot.serving.export import export_champions
 from copilot.strategies import STRATEGIES
 
-STAR = Path("/work/cache/star.jsonl")
-TRAIN = Path("/work/cache/star-splits/train.jsonl")
 LATENCIES = ("escalation_to_notification_ms", "claim_ms", "first_agent_reply_ms", "suggestion_ms")
 
 
@@ -66,8 +65,8 @@ def _fmt(value: float | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=STAR)
-    parser.add_argument("--train", type=Path, default=TRAIN)
+    parser.add_argument("--splits", help="a folder with train/dev/test.jsonl (default: STAR imported from "
+                        "$COPILOT_STAR_DIR and split with seed 0, else the project's sample)")
     parser.add_argument("--limit", type=int, help="only the first N conversations (default: all)")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--agents", type=int, default=3)
@@ -76,8 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
 
-    data = select(load_dataset(args.data), limit=args.limit)
-    train = load_dataset(args.train)
+    source, splits = load_splits(args.splits)
+    train = splits["train"]
+    # the whole data set is replayed; the champions are fitted on its train split
+    whole = train.subset([c for part in splits.values() for c in part.conversations])
+    data = select(whole, limit=args.limit)
+    print(f"data: {source}", file=sys.stderr)
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     reports: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp:

@@ -29,7 +29,7 @@ def load_splits(folder: str | None) -> tuple[str, dict[str, Any]]:
     from copilot.records import load_dataset
 
     if folder:
-        return f"splits in {folder}", {n: load_dataset(Path(folder) / f"{n}.jsonl") for n in ("train", "test")}
+        return f"splits in {folder}", {n: load_dataset(Path(folder) / f"{n}.jsonl") for n in ("train", "dev", "test")}
     star = os.environ.get("COPILOT_STAR_DIR")
     if star:
         from copilot.importers.star import import_star

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from workbench_testing import Evaluation, make_evaluation
 
+from copilot.records import Dataset
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample" / "conversations.jsonl"
 
@@ -49,3 +51,13 @@ def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture
 def evaluation() -> Evaluation:
     return make_evaluation()
+
+
+@pytest.fixture(scope="session")
+def star_splits(star_dir: Path) -> dict[str, Dataset]:
+    """STAR imported from where it lies and split by conversation with seed 0 (the split of evals/star.yaml)."""
+    from copilot.data import split_dataset
+    from copilot.importers.star import import_star
+
+    dataset, _ = import_star(star_dir)
+    return dict(split_dataset(dataset, seed=0))

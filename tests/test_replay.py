@@ -35,7 +35,6 @@ from copilot.serving.export import (
 )
 from copilot.strategies import make_strategy
 
-STAR_SPLITS = Path("/work/cache/star-splits")
 LATENCY = ("latency_p50", "latency_p95")
 
 
@@ -89,11 +88,10 @@ def _replay_matches_offline(train: Dataset, test: Dataset, mlflow_uri: str) -> N
 
 @pytest.mark.slow
 @pytest.mark.star
-def test_star_replay_through_champions_equals_offline_evaluation(mlflow_uri: str) -> None:
-    if not (STAR_SPLITS / "test.jsonl").is_file():
-        pytest.skip(f"the STAR splits are not at {STAR_SPLITS}")
-    train = load_dataset(STAR_SPLITS / "train.jsonl")
-    test = select(load_dataset(STAR_SPLITS / "test.jsonl"), limit=200)
+def test_star_replay_through_champions_equals_offline_evaluation(star_splits: dict[str, Dataset],
+                                                                  mlflow_uri: str) -> None:
+    train = star_splits["train"]
+    test = select(star_splits["test"], limit=200)
     _replay_matches_offline(train, test, mlflow_uri)
 
 
@@ -238,3 +236,31 @@ def test_replay_speeds() -> None:
     assert ReplayConfig(speed="x20").speed_factor() == 20.0
     with pytest.raises(ValueError, match="speed must be"):
         ReplayConfig(speed="fast").speed_factor()
+
+
+def test_chatbots_with_the_same_champion_share_one_artifact_and_one_loaded_model(sample_path: Path,
+                                                                                mlflow_uri: str) -> None:
+    from mlflow import MlflowClient
+
+    from copilot.serving.champions import ChampionSuggester
+    from copilot.serving.export import export_champions
+
+    data = _renamed(load_dataset(sample_path), f"c{uuid.uuid4().hex[:6]}")
+    champions = {bot: {"strategy": "tfidf", "params": {"window": 2}} for bot in data.chatbot_ids()}
+    exported = export_champions(champions, data, mlflow_uri)
+    client = MlflowClient(tracking_uri=mlflow_uri, registry_uri=mlflow_uri)
+    sources = {client.get_model_version(e.name, str(e.version)).source for e in exported}
+    assert len(exported) == 3 and len(sources) == 1
+    assert all(resolve_alias(client, e.chatbot) == e.version for e in exported)
+
+    async def served() -> list[Any]:
+        suggester = ChampionSuggester(mlflow_uri)
+        try:
+            return [await suggester.model(bot) for bot in data.chatbot_ids()]
+        finally:
+            suggester.close()
+
+    loaded = asyncio.run(served())
+    assert all(item is not None for item in loaded)
+    assert len({id(item.model) for item in loaded}) == 1  # one copy in memory for the three chatbots
+    assert [item.strategy for item in loaded] == [f"{exported[0].strategy}@v{e.version}" for e in exported]

@@ -100,6 +100,7 @@ class ChampionSuggester:
         self._predict = ThreadPoolExecutor(1, thread_name_prefix="champion-predict")
         self._aliases: dict[str, _Alias] = {}
         self._models: dict[tuple[str, int], _Loaded] = {}
+        self._by_source: dict[str, Any] = {}  # model versions sharing one artifact share one loaded model
         self._pending: dict[Any, asyncio.Future[Any]] = {}
         self._queue_lock = threading.Lock()
         self._queue: list[_Request] = []
@@ -157,7 +158,11 @@ class ChampionSuggester:
         return version
 
     def _load(self, chatbot: str, version: int) -> _Loaded:
-        model = load_model_version(self._mlflow(), self.tracking_uri, model_name(chatbot), version)
+        source = str(self._mlflow().get_model_version(model_name(chatbot), str(version)).source)
+        model = self._by_source.get(source)
+        if model is None:
+            model = load_model_version(self._mlflow(), self.tracking_uri, model_name(chatbot), version)
+            self._by_source[source] = model
         python_model = model.unwrap_python_model()
         fitted = python_model.strategy if isinstance(python_model, StrategyModel) else None
         strategy = fitted.describe() if fitted is not None else model_name(chatbot)

@@ -135,18 +135,44 @@ def export_champion(strategy: Strategy, chatbot: str, tracking_uri: str, *, clie
 
 
 def export_model(strategy: Strategy, chatbot: str, tracking_uri: str, *, client: MlflowClient | None = None,
-                 alias: str | None = CHAMPION_ALIAS, tags: Mapping[str, str] | None = None) -> ExportedModel:
-    """:func:`export_champion` with everything it created (name, version, run)."""
-    from mlflow.exceptions import MlflowException
+                 alias: str | None = CHAMPION_ALIAS, tags: Mapping[str, str] | None = None,
+                 logged: LoggedModel | None = None) -> ExportedModel:
+    """:func:`export_champion` with everything it created (name, version, run).
 
-    pyfunc = import_pyfunc()
+    ``logged``: a model already logged by :func:`log_strategy_model` for this same fitted strategy; the new
+    version then points at its files instead of storing another copy (chatbots that chose the same champion share
+    one artifact, and the server loads it once).
+    """
     tracker = MlflowTracker(tracking_uri)
     client = client or tracker.client
     name = model_name(chatbot)
     all_tags = {"copilot.chatbot": chatbot, "copilot.strategy": strategy.describe(), "copilot.stage": "export",
                 **(tags or {})}
-    run = client.create_run(tracker.experiment_id(experiment_name(chatbot)), run_name=f"export {strategy.name}",
-                            tags=all_tags)
+    if logged is None:
+        logged = log_strategy_model(strategy, tracking_uri, client=client, experiment=experiment_name(chatbot),
+                                    tags=all_tags)
+    version = register_version(client, name, logged, alias=alias, tags=all_tags,
+                               description=f"copilot reply suggestions for chatbot {chatbot}")
+    return ExportedModel(chatbot, name, version, logged.run_id, strategy.describe())
+
+
+@dataclass(frozen=True)
+class LoggedModel:
+    """A fitted strategy saved as a pyfunc model in a run's artifacts: ``source`` is what a model version points at."""
+
+    run_id: str
+    source: str
+
+
+def log_strategy_model(strategy: Strategy, tracking_uri: str, *, client: MlflowClient | None = None,
+                       experiment: str, tags: Mapping[str, str] | None = None) -> LoggedModel:
+    """Save the fitted ``strategy`` as a pyfunc model (models from code, the pickled strategy its one artifact)
+    into a new run of ``experiment``."""
+    pyfunc = import_pyfunc()
+    tracker = MlflowTracker(tracking_uri)
+    client = client or tracker.client
+    run = client.create_run(tracker.experiment_id(experiment), run_name=f"export {strategy.name}",
+                            tags={"copilot.strategy": strategy.describe(), "copilot.stage": "export", **(tags or {})})
     run_id = str(run.info.run_id)
     try:
         with tempfile.TemporaryDirectory(prefix="copilot-export-") as tmp:
@@ -159,20 +185,27 @@ def export_model(strategy: Strategy, chatbot: str, tracking_uri: str, *, client:
                               input_example=_input_example(), pip_requirements=[])
             client.log_artifacts(run_id, str(model_dir), artifact_path="model")
             client.log_param(run_id, "strategy", strategy.describe()[:6000])
-        source = f"{run.info.artifact_uri}/model"
-        try:
-            client.create_registered_model(name, description=f"copilot reply suggestions for chatbot {chatbot}")
-        except MlflowException as exc:
-            if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
-                raise
-        version = client.create_model_version(name, source, run_id=run_id, tags=all_tags)
-        if alias is not None:
-            client.set_registered_model_alias(name, alias, str(version.version))
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
         raise
     client.set_terminated(run_id, status="FINISHED")
-    return ExportedModel(chatbot, name, int(version.version), run_id, strategy.describe())
+    return LoggedModel(run_id, f"{run.info.artifact_uri}/model")
+
+
+def register_version(client: MlflowClient, name: str, logged: LoggedModel, *, alias: str | None = CHAMPION_ALIAS,
+                     tags: Mapping[str, str] | None = None, description: str = "") -> int:
+    """A new version of registered model ``name`` pointing at ``logged``; ``alias`` moved to it. Returns it."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name, description=description)
+    except MlflowException as exc:
+        if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
+            raise
+    version = client.create_model_version(name, logged.source, run_id=logged.run_id, tags=dict(tags or {}))
+    if alias is not None:
+        client.set_registered_model_alias(name, alias, str(version.version))
+    return int(version.version)
 
 
 def load_model_version(client: MlflowClient, tracking_uri: str, name: str, version: int | str) -> Any:
@@ -240,7 +273,7 @@ def export_champions(champions: Mapping[str, Mapping[str, Any]], train: Dataset,
     across chatbots (the global classifier) therefore serves what was evaluated, not a model of one chatbot's data.
     """
     tracker = MlflowTracker(tracking_uri)
-    fitted: dict[str, Strategy] = {}
+    fitted: dict[str, tuple[Strategy, LoggedModel]] = {}
     exported = []
     for bot in sorted(champions):
         if chatbots is not None and bot not in chatbots:
@@ -248,6 +281,10 @@ def export_champions(champions: Mapping[str, Mapping[str, Any]], train: Dataset,
         spec = champions[bot]
         key = json.dumps([spec["strategy"], dict(spec.get("params") or {})], sort_keys=True, default=str)
         if key not in fitted:
-            fitted[key] = make_strategy(spec["strategy"], spec.get("params") or {}).fit(train)
-        exported.append(export_model(fitted[key], bot, tracking_uri, client=tracker.client))
+            strategy = make_strategy(spec["strategy"], spec.get("params") or {}).fit(train)
+            logged = log_strategy_model(strategy, tracking_uri, client=tracker.client,
+                                        experiment=experiment_name(bot))
+            fitted[key] = (strategy, logged)
+        strategy, logged = fitted[key]
+        exported.append(export_model(strategy, bot, tracking_uri, client=tracker.client, logged=logged))
     return exported
