@@ -7,7 +7,12 @@ Features of a context:
 - the conversation's labels: the last agent label (one-hot), the bag of earlier agent labels, the labels of the
   bot's turns, and (``scope="global"``) the chatbot id and the last agent label crossed with it,
 - position: how many agent turns came before (one-hot, capped), whether the last turn was the customer's,
+- TF-IDF of the latest agent or bot message (``prev_weight > 0``),
 - optionally the MiniLM embedding of the last customer message (``dense_weight > 0``).
+
+``n_models`` classifiers with consecutive seeds are averaged (the SGD fits differ; averaging 3 gained about a
+point of recall@1 on dev). Off by default, measured not to help on dev: flow features (``flow_order``), the
+label-transition prior (``prior_weight``) and ``known_only``.
 
 ``scope="per_chatbot"`` fits one model per chatbot; ``scope="global"`` fits one model over every chatbot (shared
 labels such as ``ask_name`` or ``goodbye`` learn from all of them) and restricts its output, at suggestion time, to
@@ -191,7 +196,15 @@ class ClassifierStrategy(Strategy):
         cross_weight: scale of the last agent label crossed with each word of the last customer message (0: off).
         dense_weight: scale of the MiniLM embedding of the main text (0 leaves it out; it needs the model).
         cache_dir: the embedding cache folder when ``dense_weight > 0`` (None: in memory).
-        seed: the classifier's random state.
+        seed: the classifier's random state (model ``i`` of the ensemble uses ``seed + i``).
+        flow_order: 0 for none, else the last 1..flow_order agent/bot labels (role-tagged), crossed with the chatbot.
+        prev_weight: scale of the TF-IDF (word 1-2-grams) of the latest agent or bot message (0 leaves it out).
+        prior_weight: exponent of the label-transition prior P(label | chatbot, last agent/bot label) multiplied
+            into the probabilities at suggestion time (0: off); prior_smoothing: its pseudo-count towards the
+            chatbot's label frequencies.
+        n_models: how many classifiers (seeds ``seed``, ``seed + 1``, ...) are fitted on the same features; their
+            probabilities are averaged.
+        known_only: suggest only labels seen for the chatbot in training.
     """
 
     name = "classifier"
@@ -201,8 +214,8 @@ class ClassifierStrategy(Strategy):
                  char_ngrams: int = 0, char_weight: float = 0.5, history_weight: float = 0.7,
                  label_features: bool = True, label_weight: float = 1.0, max_position: int = 8,
                  cross_weight: float = 0.0, dense_weight: float = 0.0, cache_dir: str | None = None, seed: int = 0,
-                 flow_order: int = 0, prev_weight: float = 0.0, prior_weight: float = 0.0, prior_smoothing: float = 1.0,
-                 n_models: int = 1, known_only: bool = False):
+                 flow_order: int = 0, prev_weight: float = 0.5, prior_weight: float = 0.0, prior_smoothing: float = 1.0,
+                 n_models: int = 3, known_only: bool = False):
         self.scope = scope
         self.model = model
         self.C = C
