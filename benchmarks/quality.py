@@ -27,9 +27,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "bm25": {},
     "dense": {"cache_dir": os.environ.get("COPILOT_CACHE_DIR")},
     "classifier": {"scope": "global", "model": "sgd", "alpha": 1e-5, "history_weight": 0.7, "dense_weight": 1.0,
-                   "cache_dir": os.environ.get("COPILOT_CACHE_DIR")},
+                   "prev_weight": 0.5, "n_models": 3, "cache_dir": os.environ.get("COPILOT_CACHE_DIR")},
     "hybrid": {"members": [
         {"strategy": "classifier", "params": {"model": "sgd", "alpha": 1e-5, "history_weight": 0.7, "dense_weight": 1.0,
+                                              "prev_weight": 0.0, "n_models": 1,
                                               "cache_dir": os.environ.get("COPILOT_CACHE_DIR")}},
         {"strategy": "dense", "params": {"cache_dir": os.environ.get("COPILOT_CACHE_DIR")}},
         {"strategy": "bm25", "params": {}}], "weights": [3.0, 1.0, 1.0], "rrf_k": 10},

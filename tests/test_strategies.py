@@ -185,3 +185,16 @@ def test_classifier_scores_are_probabilities_over_the_response_set(scope: str, s
     everything = strategy.suggest(context, 1000)
     assert 0.999 <= sum(s.score for s in everything) <= 1.001
     assert {s.label for s in everything} <= set(splits["train"].responses(context.chatbot))
+
+
+def test_classifier_optional_features_keep_the_contract(splits: dict[str, Dataset]) -> None:
+    params = {"flow_order": 2, "prev_weight": 0.5, "prior_weight": 0.3, "n_models": 2, "known_only": True}
+    strategy = make_strategy("classifier", params).fit(splits["train"])
+    assert strategy.get_params()["n_models"] == 2
+    restored = pickle.loads(pickle.dumps(strategy))
+    for context in held_out(splits["test"], limit=5):
+        got = strategy.suggest(context, 3)
+        assert [s.label for s in got] == [s.label for s in restored.suggest(context, 3)]
+        scores = [s.score for s in got]
+        assert scores == sorted(scores, reverse=True)
+        assert {s.label for s in got} <= set(splits["train"].responses(context.chatbot))

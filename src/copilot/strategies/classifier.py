@@ -7,7 +7,12 @@ Features of a context:
 - the conversation's labels: the last agent label (one-hot), the bag of earlier agent labels, the labels of the
   bot's turns, and (``scope="global"``) the chatbot id and the last agent label crossed with it,
 - position: how many agent turns came before (one-hot, capped), whether the last turn was the customer's,
+- TF-IDF of the latest agent or bot message (``prev_weight > 0``),
 - optionally the MiniLM embedding of the last customer message (``dense_weight > 0``).
+
+``n_models`` classifiers with consecutive seeds are averaged (the SGD fits differ; averaging 3 gained about a
+point of recall@1 on dev). Off by default, measured not to help on dev: flow features (``flow_order``), the
+label-transition prior (``prior_weight``) and ``known_only``.
 
 ``scope="per_chatbot"`` fits one model per chatbot; ``scope="global"`` fits one model over every chatbot (shared
 labels such as ``ask_name`` or ``goodbye`` learn from all of them) and restricts its output, at suggestion time, to
@@ -41,12 +46,30 @@ def _history(context: Context) -> str:
     return "\n".join(texts)
 
 
+def _previous(context: Context) -> str:
+    """The text of the latest agent or bot turn (what was just said to the customer), or ``""``."""
+    return next((t.text for t in reversed(context.turns) if t.role in ("agent", "bot")), "")
+
+
 _WORD = re.compile(r"(?u)\b\w\w+\b")
 
 
-def _symbolic(context: Context, with_chatbot: bool, max_position: int, cross_weight: float) -> dict[str, float]:
+def _flow(context: Context) -> list[str]:
+    """The labels of the agent and bot turns so far, oldest first, tagged with their role (unlabelled: ``?``)."""
+    return [f"{t.role[0]}:{t.label or '?'}" for t in context.turns if t.role in ("agent", "bot")]
+
+
+def _symbolic(context: Context, with_chatbot: bool, max_position: int, cross_weight: float,
+              flow_order: int = 0) -> dict[str, float]:
     """The label and position features of a context, as a sparse dict for a DictVectorizer."""
     feats: dict[str, float] = {}
+    if flow_order > 0:  # the last 1..flow_order agent/bot labels, crossed with the chatbot (flow steps)
+        flow = ["<s>"] * flow_order + _flow(context)
+        bot = context.chatbot if with_chatbot else ""
+        for n in range(1, flow_order + 1):
+            feats[f"flow{n}={bot}|{'|'.join(flow[-n:])}"] = 1.0
+        final = context.turns[-1].role if context.turns else "<none>"
+        feats[f"flow_final={bot}|{flow[-1]}|{final}"] = 1.0
     agent_labels = [t.label for t in context.turns if t.role == "agent"]
     last = agent_labels[-1] if agent_labels else None
     feats[f"last={last or '<none>'}"] = 1.0
@@ -81,7 +104,7 @@ class _Model:
 
     def _symbols(self, contexts: Sequence[Context]) -> list[dict[str, float]]:
         o = self.owner
-        return [_symbolic(c, self.with_chatbot, o.max_position, o.cross_weight) for c in contexts]
+        return [_symbolic(c, self.with_chatbot, o.max_position, o.cross_weight, o.flow_order) for c in contexts]
 
     def _features(self, contexts: Sequence[Context], fit: bool) -> Any:
         from scipy import sparse
@@ -102,6 +125,9 @@ class _Model:
             if o.history_weight > 0:
                 self.hist = TfidfVectorizer(ngram_range=(1, 1), sublinear_tf=True, min_df=2)
                 blocks.append(self.hist.fit_transform([_history(c) for c in contexts]) * o.history_weight)
+            if o.prev_weight > 0:
+                self.prev = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
+                blocks.append(self.prev.fit_transform([_previous(c) for c in contexts]) * o.prev_weight)
             if o.label_features:
                 self.symbols = DictVectorizer()
                 blocks.append(self.symbols.fit_transform(self._symbols(contexts)) * o.label_weight)
@@ -111,6 +137,8 @@ class _Model:
                 blocks.append(self.chars.transform(last) * o.char_weight)
             if o.history_weight > 0:
                 blocks.append(self.hist.transform([_history(c) for c in contexts]) * o.history_weight)
+            if o.prev_weight > 0:
+                blocks.append(self.prev.transform([_previous(c) for c in contexts]) * o.prev_weight)
             if o.label_features:
                 blocks.append(self.symbols.transform(self._symbols(contexts)) * o.label_weight)
         if o.dense_weight > 0:
@@ -125,23 +153,28 @@ class _Model:
             self.classes = np.array(distinct)
             self.clf: Any = None
             return
-        if o.model == "logreg":
-            from sklearn.linear_model import LogisticRegression
+        self.clfs: list[Any] = []
+        for seed in range(o.seed, o.seed + max(o.n_models, 1)):
+            if o.model == "logreg":
+                from sklearn.linear_model import LogisticRegression
 
-            self.clf = LogisticRegression(C=o.C, max_iter=o.max_iter, class_weight=o.class_weight,
-                                          random_state=o.seed)
-        else:
-            from sklearn.linear_model import SGDClassifier
+                clf: Any = LogisticRegression(C=o.C, max_iter=o.max_iter, class_weight=o.class_weight,
+                                              random_state=seed)
+            else:
+                from sklearn.linear_model import SGDClassifier
 
-            self.clf = SGDClassifier(loss="log_loss", alpha=o.alpha, max_iter=o.max_iter, tol=1e-4,
-                                     class_weight=o.class_weight, random_state=o.seed)
-        self.clf.fit(x, np.asarray(labels))
+                clf = SGDClassifier(loss="log_loss", alpha=o.alpha, max_iter=o.max_iter, tol=1e-4,
+                                    class_weight=o.class_weight, random_state=seed)
+            clf.fit(x, np.asarray(labels))
+            self.clfs.append(clf)
+        self.clf = self.clfs[0]
         self.classes = self.clf.classes_
 
     def proba(self, contexts: Sequence[Context]) -> np.ndarray:
         if self.clf is None:
             return np.ones((len(contexts), 1))
-        return np.asarray(self.clf.predict_proba(self._features(contexts, fit=False)))
+        x = self._features(contexts, fit=False)
+        return np.mean([np.asarray(clf.predict_proba(x)) for clf in self.clfs], axis=0)
 
 
 @register_strategy
@@ -163,7 +196,15 @@ class ClassifierStrategy(Strategy):
         cross_weight: scale of the last agent label crossed with each word of the last customer message (0: off).
         dense_weight: scale of the MiniLM embedding of the main text (0 leaves it out; it needs the model).
         cache_dir: the embedding cache folder when ``dense_weight > 0`` (None: in memory).
-        seed: the classifier's random state.
+        seed: the classifier's random state (model ``i`` of the ensemble uses ``seed + i``).
+        flow_order: 0 for none, else the last 1..flow_order agent/bot labels (role-tagged), crossed with the chatbot.
+        prev_weight: scale of the TF-IDF (word 1-2-grams) of the latest agent or bot message (0 leaves it out).
+        prior_weight: exponent of the label-transition prior P(label | chatbot, last agent/bot label) multiplied
+            into the probabilities at suggestion time (0: off); prior_smoothing: its pseudo-count towards the
+            chatbot's label frequencies.
+        n_models: how many classifiers (seeds ``seed``, ``seed + 1``, ...) are fitted on the same features; their
+            probabilities are averaged.
+        known_only: suggest only labels seen for the chatbot in training.
     """
 
     name = "classifier"
@@ -172,7 +213,9 @@ class ClassifierStrategy(Strategy):
                  max_iter: int = 300, class_weight: str | None = None, window: int = 1, ngram_max: int = 2,
                  char_ngrams: int = 0, char_weight: float = 0.5, history_weight: float = 0.7,
                  label_features: bool = True, label_weight: float = 1.0, max_position: int = 8,
-                 cross_weight: float = 0.0, dense_weight: float = 0.0, cache_dir: str | None = None, seed: int = 0):
+                 cross_weight: float = 0.0, dense_weight: float = 0.0, cache_dir: str | None = None, seed: int = 0,
+                 flow_order: int = 0, prev_weight: float = 0.5, prior_weight: float = 0.0, prior_smoothing: float = 1.0,
+                 n_models: int = 3, known_only: bool = False):
         self.scope = scope
         self.model = model
         self.C = C
@@ -191,6 +234,12 @@ class ClassifierStrategy(Strategy):
         self.dense_weight = dense_weight
         self.cache_dir = cache_dir
         self.seed = seed
+        self.flow_order = flow_order
+        self.prev_weight = prev_weight
+        self.prior_weight = prior_weight
+        self.prior_smoothing = prior_smoothing
+        self.n_models = n_models
+        self.known_only = known_only
 
     def fit(self, data: Dataset) -> Self:
         if self.scope not in SCOPES:
@@ -205,6 +254,8 @@ class ClassifierStrategy(Strategy):
                 contexts, labels = by_bot.setdefault(ex.chatbot, ([], []))
                 contexts.append(ex.context)
                 labels.append(ex.label)
+        self.prior_ = self._fit_prior(by_bot)
+        self.known_: dict[str, set[str]] = {bot: set(labels) for bot, (_, labels) in by_bot.items()}
         self.models_: dict[str, _Model] = {}
         if self.scope == "global":
             if by_bot:
@@ -217,6 +268,32 @@ class ClassifierStrategy(Strategy):
                 model.fit(contexts, labels)
                 self.models_[bot] = model
         return self
+
+    def _fit_prior(self, by_bot: Mapping[str, tuple[list[Context], list[str]]]) -> dict[str, Any]:
+        """Counts of the next label after the last agent/bot label, per chatbot, and of each label per chatbot."""
+        after: dict[tuple[str, str], dict[str, int]] = {}
+        overall: dict[str, dict[str, int]] = {}
+        for bot, (contexts, labels) in by_bot.items():
+            for context, label in zip(contexts, labels, strict=True):
+                flow = _flow(context)
+                previous = flow[-1] if flow else "<s>"
+                counts = after.setdefault((bot, previous), {})
+                counts[label] = counts.get(label, 0) + 1
+                totals = overall.setdefault(bot, {})
+                totals[label] = totals.get(label, 0) + 1
+        return {"after": after, "overall": overall}
+
+    def _prior(self, context: Context, classes: np.ndarray) -> np.ndarray:
+        """P(label | chatbot, last agent/bot label): counts smoothed towards the chatbot's label frequencies."""
+        overall = self.prior_["overall"].get(context.chatbot, {})
+        n_labels = max(len(self.responses_.get(context.chatbot, {})), 1)
+        total = sum(overall.values())
+        base = np.array([(overall.get(str(c), 0) + 0.5) / (total + 0.5 * n_labels) for c in classes])
+        flow = _flow(context)
+        counts = self.prior_["after"].get((context.chatbot, flow[-1] if flow else "<s>"), {})
+        seen = sum(counts.values())
+        a = self.prior_smoothing
+        return np.array([counts.get(str(c), 0) for c in classes]) / (seen + a) + base * a / (seen + a)
 
     def suggest(self, context: Context, k: int = 3) -> list[Suggestion]:
         return self.suggest_many([context], k)[0]
@@ -233,12 +310,16 @@ class ClassifierStrategy(Strategy):
         for model, indices in groups.values():
             proba = model.proba([contexts[i] for i in indices])
             for row, i in enumerate(indices):
-                out[i] = self._rank(contexts[i].chatbot, model.classes, proba[row], k)
+                p = proba[row]
+                if self.prior_weight > 0:
+                    p = p * self._prior(contexts[i], model.classes) ** self.prior_weight
+                out[i] = self._rank(contexts[i].chatbot, model.classes, p, k)
         return out
 
     def _rank(self, chatbot: str, classes: np.ndarray, proba: np.ndarray, k: int) -> list[Suggestion]:
         responses = self.responses_.get(chatbot, {})
-        allowed = np.array([str(c) in responses for c in classes])
+        known = self.known_.get(chatbot, set()) if self.known_only else None
+        allowed = np.array([str(c) in responses and (known is None or str(c) in known) for c in classes])
         if not allowed.any():
             return []
         scores = np.where(allowed, proba, -1.0)
