@@ -37,4 +37,8 @@ def make_champion_provider(settings: Settings) -> ChampionProvider:
     """For ``HANDOFF_SUGGESTION_PROVIDER=handoff.champions:make_champion_provider`` (the default with a URI)."""
     if not settings.mlflow_tracking_uri:
         raise SettingsError("HANDOFF_MLFLOW_TRACKING_URI (or MLFLOW_TRACKING_URI) is needed to serve champions")
+    if settings.embedding_cache_dir:
+        from copilot.embeddings import set_default_cache_dir
+
+        set_default_cache_dir(settings.embedding_cache_dir)
     return ChampionProvider(ChampionSuggester(settings.mlflow_tracking_uri, refresh_s=settings.champion_refresh_s))

@@ -179,6 +179,7 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     result = run_replay(data, args.out, server=args.server,
                         admin_key=args.admin_key or os.environ.get("HANDOFF_ADMIN_KEY"),
                         tracking_uri=args.tracking_uri or settings.mlflow_tracking_uri, config=config,
+                        embedding_cache_dir=settings.cache_dir,
                         progress=not args.quiet)
     report = result.handoff
     print(f"replayed {report['completed']}/{report['conversations']} conversations "

@@ -170,7 +170,8 @@ def replay_stage(ws: Workspace, settings: Settings, tracker: WorkbenchTracker | 
     data = select(ws.dataset("test"), limit=limit)
     say(f"replaying {len(data.conversations)} test conversations through a started handoff server ...")
     result = run_replay(data, ws.replay_dir, tracking_uri=settings.mlflow_tracking_uri,
-                        config=ReplayConfig(concurrency=8, agents=3), progress=progress)
+                        config=ReplayConfig(concurrency=8, agents=3), progress=progress,
+                        embedding_cache_dir=settings.cache_dir)
     summary_path = ws.replay_dir / "summary.json"
     if tracker is not None and summary_path.exists():
         tracker.log_evaluation(result.turns, json.loads(summary_path.read_text()), {},

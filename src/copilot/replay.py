@@ -462,7 +462,8 @@ def _code_paths() -> list[str]:
 
 
 def start_server(*, tracking_uri: str | None = None, suggestions_k: int = 5, champion_refresh_s: float = 30.0,
-                 extra_env: dict[str, str] | None = None, timeout_s: float = 120.0) -> StartedServer:
+                 extra_env: dict[str, str] | None = None, timeout_s: float = 120.0,
+                 embedding_cache_dir: str | os.PathLike[str] | None = None) -> StartedServer:
     """Start ``handoff serve`` on a free port with a fresh SQLite database (and the champions of ``tracking_uri``),
     rate limits raised for a replay, the unclaimed-escalation ladder off; returns once it serves."""
     folder = tempfile.TemporaryDirectory(prefix="copilot-replay-")
@@ -485,6 +486,8 @@ def start_server(*, tracking_uri: str | None = None, suggestions_k: int = 5, cha
     })
     if tracking_uri:
         env["HANDOFF_MLFLOW_TRACKING_URI"] = tracking_uri
+    if embedding_cache_dir is not None:
+        env["HANDOFF_EMBEDDING_CACHE_DIR"] = str(embedding_cache_dir)
     env.update(extra_env or {})
     proc = subprocess.Popen([sys.executable, "-m", "handoff", "serve", "--host", "127.0.0.1", "--port", "0"],
                             stdout=subprocess.PIPE, text=True, env=env)
@@ -539,14 +542,14 @@ def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
 
 def run_replay(data: Dataset, out: str | Path, *, server: str | None = None, admin_key: str | None = None,
                tracking_uri: str | None = None, config: ReplayConfig | None = None,
-               progress: bool = True) -> ReplayResult:
+               progress: bool = True, embedding_cache_dir: str | os.PathLike[str] | None = None) -> ReplayResult:
     """Replay ``data`` through ``server`` (or a server started here and stopped after) and write
     ``turns.parquet``, ``handoff.json`` and ``summary.json`` into ``out``."""
     config = config or ReplayConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if server is None:
-        with started_server(tracking_uri=tracking_uri) as started:
+        with started_server(tracking_uri=tracking_uri, embedding_cache_dir=embedding_cache_dir) as started:
             result = run_sync(replay(data, started.url, started.admin_key, config, progress=progress))
     else:
         if not admin_key:
