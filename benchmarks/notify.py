@@ -36,6 +36,7 @@ from typing import Any
 
 import aiohttp
 import socketio
+from relay import stop  # the sibling benchmark script
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,17 +180,6 @@ def start(cmd: list[str], env: dict[str, str] | None = None) -> tuple[subprocess
         proc.kill()
         raise SystemExit(f"{cmd[-1]} did not start: {line!r}")
     return proc, match.group(0), line
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    if proc.stdout is not None:
-        proc.stdout.close()
 
 
 async def connect_agents(url: str, tokens: list[str | None],

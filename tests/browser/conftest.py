@@ -10,12 +10,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp import web
-from handoff.app import create_app
-from handoff.suggestions import SuggestionProvider
-from handoff_testing import Server, StartServer, settings_for
+from handoff_testing import StartServer, server_starter
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"  # git-ignored
@@ -62,31 +58,9 @@ def screenshots() -> Iterator[Path]:
 
 @pytest.fixture
 async def start_server(tmp_path: Path) -> AsyncIterator[StartServer]:
-    """Start servers in this test's event loop: ``await start_server(provider=..., **settings_overrides)``."""
-    runners: list[web.AppRunner] = []
-    servers: list[Server] = []
-    http = aiohttp.ClientSession()
+    """Start servers in this test's event loop: ``await start_server(provider=..., **settings_overrides)``.
+
+    Typing runs at the production pace (the server tests shorten it): an indicator must outlive a slow check."""
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'handoff.db'}"
-
-    async def start(provider: SuggestionProvider | None = None, **overrides: Any) -> Server:
-        # Typing at the production pace (the server tests shorten it): an indicator must outlive a slow check.
-        overrides = {"typing_timeout_s": 5.0, "typing_throttle_s": 1.0, **overrides}
-        app = create_app(settings_for(database_url, **overrides), suggestion_provider=provider)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await runner.setup()
-        runners.append(runner)
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        server = Server(f"http://{host}:{port}", app, http)
-        servers.append(server)
-        return server
-
-    try:
+    async with server_starter(database_url, typing_timeout_s=5.0, typing_throttle_s=1.0) as start:
         yield start
-    finally:
-        for server in servers:
-            await server.close_clients()
-        for runner in reversed(runners):
-            await runner.cleanup()
-        await http.close()

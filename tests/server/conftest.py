@@ -9,14 +9,16 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp import web
-from handoff.app import create_app
-from handoff.suggestions import SuggestionProvider
-from handoff_testing import POSTGRES_ADMIN_URL, Server, StartServer, _pg_admin, _replace_db, settings_for
+from handoff_testing import (
+    POSTGRES_ADMIN_URL,
+    Server,
+    StartServer,
+    _pg_admin,
+    _replace_db,
+    server_starter,
+)
 
 
 @pytest.fixture(scope="session")
@@ -45,30 +47,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 async def start_server(database_url: str) -> AsyncIterator[StartServer]:
     """Start servers in this test's event loop: ``await start_server(provider=..., **settings_overrides)``."""
-    runners: list[web.AppRunner] = []
-    servers: list[Server] = []
-    http = aiohttp.ClientSession()
-
-    async def start(provider: SuggestionProvider | None = None, **overrides: Any) -> Server:
-        app = create_app(settings_for(database_url, **overrides), suggestion_provider=provider)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await runner.setup()
-        runners.append(runner)
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        server = Server(f"http://{host}:{port}", app, http)
-        servers.append(server)
-        return server
-
-    try:
+    async with server_starter(database_url) as start:
         yield start
-    finally:
-        for server in servers:
-            await server.close_clients()
-        for runner in reversed(runners):
-            await runner.cleanup()
-        await http.close()
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ server with set-up through its real HTTP API, and a real ``handoff serve`` subpr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -209,6 +210,38 @@ def settings_for(database_url: str, **overrides: Any) -> Settings:
 
 
 StartServer = Callable[..., Awaitable[Server]]
+
+
+@contextlib.asynccontextmanager
+async def server_starter(database_url: str, **defaults: Any) -> AsyncIterator[StartServer]:
+    """``start(provider=None, **overrides)`` starts an app on a free loopback port in the current event loop (settings
+    ``defaults`` overridden by ``overrides``); every server it started closes its clients and stops on exit."""
+    from handoff.app import create_app
+
+    runners: list[web.AppRunner] = []
+    servers: list[Server] = []
+    http = aiohttp.ClientSession()
+
+    async def start(provider: Any = None, **overrides: Any) -> Server:
+        app = create_app(settings_for(database_url, **{**defaults, **overrides}), suggestion_provider=provider)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await runner.setup()
+        runners.append(runner)
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        server = Server(f"http://{host}:{port}", app, http)
+        servers.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            await server.close_clients()
+        for runner in reversed(runners):
+            await runner.cleanup()
+        await http.close()
 
 
 def parts(server: Server) -> Any:
