@@ -40,10 +40,6 @@ Say = Callable[[str], None]
 FINAL_TRAIN = "train+dev"
 
 
-def _quiet(message: str) -> None:
-    pass
-
-
 @dataclass(frozen=True)
 class Workspace:
     """One dataset's generated files. ``name`` is ``star`` or ``sample``; ``task_path`` its evaluation task."""
