@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from copilot.context import Context, contexts_for
@@ -178,9 +179,12 @@ def test_hybrid_fuses_members_by_reciprocal_rank(splits: dict[str, Dataset]) -> 
     assert [(s.label, round(s.score, 9)) for s in fused] == [(label, round(v, 9)) for label, v in best]
 
 
-@pytest.mark.parametrize("scope", ["global", "per_chatbot"])
-def test_classifier_scores_are_probabilities_over_the_response_set(scope: str, splits: dict[str, Dataset]) -> None:
-    strategy = make_strategy("classifier", {"scope": scope}).fit(splits["train"])
+@pytest.mark.parametrize(("scope", "model", "hidden"), [
+    ("global", "sgd", 0), ("per_chatbot", "sgd", 0), ("global", "mlp", 16), ("global", "mlp", 0)])
+def test_classifier_scores_are_probabilities_over_the_response_set(scope: str, model: str, hidden: int,
+                                                                  splits: dict[str, Dataset]) -> None:
+    params = {"scope": scope, "model": model, "hidden": hidden, "n_models": 2}
+    strategy = make_strategy("classifier", params).fit(splits["train"])
     context = held_out(splits["test"], limit=1)[0]
     everything = strategy.suggest(context, 1000)
     assert 0.999 <= sum(s.score for s in everything) <= 1.001
@@ -198,3 +202,41 @@ def test_classifier_optional_features_keep_the_contract(splits: dict[str, Datase
         scores = [s.score for s in got]
         assert scores == sorted(scores, reverse=True)
         assert {s.label for s in got} <= set(splits["train"].responses(context.chatbot))
+
+
+def test_classifier_mlp_keeps_the_contract(splits: dict[str, Dataset]) -> None:
+    params = {"model": "mlp", "hidden": 16, "epochs": 3, "n_models": 2}
+    strategy = make_strategy("classifier", params).fit(splits["train"])
+    contexts = held_out(splits["test"], limit=12)
+    answers = [strategy.suggest(c, 3) for c in contexts]
+    assert all(answers)
+    assert_same(strategy.suggest_many(contexts, 3), answers)
+    assert_same([pickle.loads(pickle.dumps(strategy)).suggest(c, 3) for c in contexts], answers)
+    assert_same([make_strategy("classifier", params).fit(splits["train"]).suggest(c, 3) for c in contexts], answers)
+
+
+def test_masked_softmax_learns_within_each_group_only() -> None:
+    from scipy import sparse
+
+    from copilot.strategies.masked import MaskedSoftmax
+
+    # Feature 0 or 1 decides the label; group "a" answers with a1/a2, group "b" with b1/b2. In group "b" the
+    # feature that means a1 in group "a" means b2: a model that ignored the groups could not fit both.
+    rows = [([1, 0], "a", "a1"), ([0, 1], "a", "a2"), ([1, 0], "b", "b2"), ([0, 1], "b", "b1")] * 50
+    x = sparse.csr_matrix(np.array([r[0] for r in rows], dtype=np.float32))
+    groups, labels = [r[1] for r in rows], [r[2] for r in rows]
+    allowed = {"a": ["a1", "a2"], "b": ["b1", "b2"], "c": ["a1", "b1"]}
+    model = MaskedSoftmax(hidden=0, epochs=30, lr=0.05, batch_size=16, seed=3).fit(x, labels, groups, allowed)
+    assert list(model.classes_) == ["a1", "a2", "b1", "b2"]
+    probe = sparse.csr_matrix(np.array([[1, 0], [1, 0], [0, 1], [0, 1], [1, 0]], dtype=np.float32))
+    p = model.predict_proba(probe, ["a", "b", "a", "b", "c"])
+    assert p.sum(axis=1) == pytest.approx(np.ones(5))
+    assert [model.classes_[i] for i in p.argmax(axis=1)] == ["a1", "b2", "a2", "b1", "a1"]
+    assert p[0, 2:].tolist() == [0.0, 0.0] and p[1, :2].tolist() == [0.0, 0.0]  # nothing outside the group
+    assert p[4, [1, 3]].tolist() == [0.0, 0.0]  # group c: only a1 and b1
+    assert np.isclose(p[:4].max(axis=1), 1.0, atol=0.05).all()
+    assert p[-1].sum() == pytest.approx(1.0)
+    unseen = model.predict_proba(probe[:1], ["z"])  # a group never seen: every class allowed
+    assert (unseen > 0).all() and unseen.sum() == pytest.approx(1.0)
+    again = MaskedSoftmax(hidden=0, epochs=30, lr=0.05, batch_size=16, seed=3).fit(x, labels, groups, allowed)
+    assert np.array_equal(again.predict_proba(probe, ["a", "b", "a", "b", "c"]), p)

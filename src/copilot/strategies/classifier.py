@@ -34,7 +34,7 @@ from copilot.strategies.base import Strategy, register_strategy
 from copilot.strategies.common import examples, query_text
 
 SCOPES = ("per_chatbot", "global")
-MODELS = ("logreg", "sgd")
+MODELS = ("logreg", "sgd", "mlp")
 
 
 def _history(context: Context) -> str:
@@ -155,6 +155,14 @@ class _Model:
             return
         self.clfs: list[Any] = []
         for seed in range(o.seed, o.seed + max(o.n_models, 1)):
+            if o.model == "mlp":
+                from copilot.strategies.masked import MaskedSoftmax
+
+                allowed = {bot: list(responses) for bot, responses in o.responses_.items()}
+                mlp = MaskedSoftmax(hidden=o.hidden, epochs=o.epochs, lr=o.lr, batch_size=o.batch_size,
+                                    dropout=o.dropout, seed=seed)
+                self.clfs.append(mlp.fit(x, labels, [c.chatbot for c in contexts], allowed))
+                continue
             if o.model == "logreg":
                 from sklearn.linear_model import LogisticRegression
 
@@ -174,6 +182,9 @@ class _Model:
         if self.clf is None:
             return np.ones((len(contexts), 1))
         x = self._features(contexts, fit=False)
+        if self.owner.model == "mlp":
+            groups = [c.chatbot for c in contexts]
+            return np.mean([clf.predict_proba(x, groups) for clf in self.clfs], axis=0)
         return np.mean([np.asarray(clf.predict_proba(x)) for clf in self.clfs], axis=0)
 
 
@@ -184,7 +195,10 @@ class ClassifierStrategy(Strategy):
     Settings:
         scope: "global" (one model, chatbot-id features, output restricted to the chatbot's responses) or
             "per_chatbot" (one model per chatbot).
-        model: "logreg" (LogisticRegression, lbfgs) or "sgd" (SGDClassifier with log loss).
+        model: "logreg" (LogisticRegression, lbfgs), "sgd" (SGDClassifier with log loss) or "mlp" (a softmax
+            restricted to each chatbot's response set in training too, with one hidden layer of ``hidden`` ReLU
+            units, or linear with ``hidden=0``; Adam for ``epochs`` over minibatches of ``batch_size`` at
+            learning rate ``lr``, ``dropout`` on the hidden layer; :mod:`copilot.strategies.masked`).
         C: inverse regularisation of "logreg"; alpha: regularisation of "sgd"; max_iter: their iteration cap.
         class_weight: None or "balanced".
         window: how many of the latest customer messages form the main text.
@@ -215,7 +229,8 @@ class ClassifierStrategy(Strategy):
                  label_features: bool = True, label_weight: float = 1.0, max_position: int = 8,
                  cross_weight: float = 0.0, dense_weight: float = 0.0, cache_dir: str | None = None, seed: int = 0,
                  flow_order: int = 0, prev_weight: float = 0.5, prior_weight: float = 0.0, prior_smoothing: float = 1.0,
-                 n_models: int = 3, known_only: bool = False):
+                 n_models: int = 3, known_only: bool = False, hidden: int = 256, epochs: int = 4, lr: float = 0.002,
+                 batch_size: int = 256, dropout: float = 0.5):
         self.scope = scope
         self.model = model
         self.C = C
@@ -240,6 +255,11 @@ class ClassifierStrategy(Strategy):
         self.prior_smoothing = prior_smoothing
         self.n_models = n_models
         self.known_only = known_only
+        self.hidden = hidden
+        self.epochs = epochs
+        self.lr = lr
+        self.batch_size = batch_size
+        self.dropout = dropout
 
     def fit(self, data: Dataset) -> Self:
         if self.scope not in SCOPES:
