@@ -1,11 +1,14 @@
 """Suggestion latency per strategy: p50/p95 of single ``suggest`` calls on held-out contexts, after a warm-up.
 
     PYTHONPATH=src python benchmarks/suggest.py [--splits DIR] [--contexts 300] [--only bm25,dense] [--llm]
+        [--task evals/star.yaml]
 
 Data: ``--splits``/``$COPILOT_SPLITS_DIR`` (train/dev/test.jsonl), else STAR from ``$COPILOT_STAR_DIR`` (imported
 and split with seed 0), else the project's sample (data/sample). Each strategy is fitted on train and asked for
-k=3 suggestions for contexts of the test split, one call at a time, as the live server asks. A baseline (a dict
-lookup of the chatbot's response set) is timed in the same run, since the machine is shared and noisy.
+k=3 suggestions for contexts of the test split, one call at a time, as the live server asks, with the settings
+the task file gives it (``--task``, default evals/star.yaml; ``--task ''`` for each family's defaults). A
+baseline (a dict lookup of the chatbot's response set) is timed in the same run, since the machine is shared and
+noisy.
 ``--llm`` adds the llm strategy against a local llama.cpp server (slow; few contexts).
 Goals: lexical (tfidf, bm25) p95 <= 5 ms, dense p95 <= 25 ms.
 """
@@ -53,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--only", help="comma-separated family names")
     parser.add_argument("--llm", action="store_true", help="also the llm strategy on a local llama.cpp server")
+    parser.add_argument("--task", default=str(ROOT / "evals" / "star.yaml"),
+                        help="the settings of each family come from this task file ('' for the defaults)")
     parser.add_argument("--cache-dir", default=os.environ.get("COPILOT_CACHE_DIR"),
                         help="embedding cache for dense (fitting reads it; suggestions always encode anew)")
     args = parser.parse_args(argv)
@@ -80,13 +85,18 @@ def main(argv: list[str] | None = None) -> int:
         list(responses.get(context.chatbot, {}).items())[:3]
         base.append((time.perf_counter() - start) * 1000)
 
+    task_params: dict[str, dict[str, Any]] = {}
+    if args.task:
+        from copilot.tasks import load_task
+
+        task_params = {spec.id: dict(spec.params) for spec in load_task(args.task).strategies}
     names = args.only.split(",") if args.only else list(FAMILIES)
     rows: list[tuple[str, float, float]] = []
     server = None
     for name in [*names, *(["llm"] if args.llm else [])]:
-        params: dict[str, Any] = {}
+        params: dict[str, Any] = dict(task_params.get(name, {}))
         picked = contexts
-        if name == "dense" and args.cache_dir:
+        if args.cache_dir and (name == "dense" or (name == "classifier" and params.get("dense_weight", 0) > 0)):
             params["cache_dir"] = args.cache_dir
         if name == "llm":
             from copilot.llm_server import LOCAL_MODEL, local_llm_server
@@ -99,12 +109,14 @@ def main(argv: list[str] | None = None) -> int:
             strategy.suggest(context, 3)
         times = []
         for context in tqdm(picked, desc=name, unit="call", leave=False):
-            if name == "dense":  # a live context's latest message is new text: never read it from a cache
-                strategy.embedder_ = Embedder(None)
+            for part in [strategy, *getattr(strategy, "members_", [])]:
+                if hasattr(part, "embedder_"):  # a live context's latest message is new text: never read it cached
+                    part.embedder_ = Embedder(None)
             start = time.perf_counter()
             strategy.suggest(context, 3)
             times.append((time.perf_counter() - start) * 1000)
         rows.append((name, percentile(times, 50), percentile(times, 95)))
+        print(f"{name}: {strategy.describe()}", flush=True)
         if server is not None:
             server.__exit__(None, None, None)
             server = None
