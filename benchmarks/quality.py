@@ -21,15 +21,14 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Each configuration here, by name; the family is the name up to the first "-". The classifier's is the tuned
-# winner (docs/strategies.md); classifier-sgd is the earlier one (linear SGD, one-vs-rest).
+# Each configuration here, by name; the family is the name up to the first "-". The classifier's is the STAR task's
+# (evals/star.yaml, read in main: the tuned winner, docs/strategies.md); classifier-sgd is the earlier one (linear
+# SGD, one-vs-rest).
 CONFIGS: dict[str, dict[str, Any]] = {
     "tfidf": {},
     "bm25": {},
     "dense": {"cache_dir": os.environ.get("COPILOT_CACHE_DIR")},
-    "classifier": {"scope": "global", "model": "mlp", "hidden": 256, "epochs": 4, "lr": 0.002, "batch_size": 256,
-                   "dropout": 0.5, "history_weight": 0.7, "dense_weight": 1.0, "prev_weight": 0.5, "n_models": 5,
-                   "cache_dir": os.environ.get("COPILOT_CACHE_DIR")},
+    "classifier": {"cache_dir": os.environ.get("COPILOT_CACHE_DIR")},
     "classifier-sgd": {"scope": "global", "model": "sgd", "alpha": 1e-5, "history_weight": 0.7, "dense_weight": 1.0,
                        "prev_weight": 0.5, "n_models": 3, "cache_dir": os.environ.get("COPILOT_CACHE_DIR")},
     "hybrid": {"members": [
@@ -87,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     from copilot.records import Dataset
     from copilot.strategies import make_strategy
+    from copilot.tasks import load_task
 
+    CONFIGS["classifier"] = {**load_task(ROOT / "evals" / "star.yaml").strategy("classifier").params,
+                             **CONFIGS["classifier"]}
     splits = load_splits(args.splits)
     names = args.only.split(",") if args.only else list(CONFIGS)
     print(f"{'strategy':<15} {'split':<5} {'n':>6} {'recall@1':>9} {'recall@3':>9} {'fit s':>7}")

@@ -153,37 +153,39 @@ class _Model:
             self.classes = np.array(distinct)
             self.clf: Any = None
             return
-        self.clfs: list[Any] = []
-        for seed in range(o.seed, o.seed + max(o.n_models, 1)):
-            if o.model == "mlp":
-                from copilot.strategies.masked import MaskedSoftmax
-
-                allowed = {bot: list(responses) for bot, responses in o.responses_.items()}
-                mlp = MaskedSoftmax(hidden=o.hidden, epochs=o.epochs, lr=o.lr, batch_size=o.batch_size,
-                                    dropout=o.dropout, seed=seed)
-                self.clfs.append(mlp.fit(x, labels, [c.chatbot for c in contexts], allowed))
-                continue
-            if o.model == "logreg":
-                from sklearn.linear_model import LogisticRegression
-
-                clf: Any = LogisticRegression(C=o.C, max_iter=o.max_iter, class_weight=o.class_weight,
-                                              random_state=seed)
-            else:
-                from sklearn.linear_model import SGDClassifier
-
-                clf = SGDClassifier(loss="log_loss", alpha=o.alpha, max_iter=o.max_iter, tol=1e-4,
-                                    class_weight=o.class_weight, random_state=seed)
-            clf.fit(x, np.asarray(labels))
-            self.clfs.append(clf)
+        groups = [c.chatbot for c in contexts]
+        allowed = {bot: list(responses) for bot, responses in o.responses_.items()}
+        self.clfs: list[Any] = [self._fit_one(x, labels, groups, allowed, seed)
+                                for seed in range(o.seed, o.seed + max(o.n_models, 1))]
         self.clf = self.clfs[0]
         self.classes = self.clf.classes_
+
+    def _fit_one(self, x: Any, labels: Sequence[str], groups: Sequence[str], allowed: Mapping[str, Sequence[str]],
+                 seed: int) -> Any:
+        """One classifier of the ensemble, fitted with random state ``seed``."""
+        o = self.owner
+        if o.model == "mlp":
+            from copilot.strategies.masked import MaskedSoftmax
+
+            return MaskedSoftmax(hidden=o.hidden, epochs=o.epochs, lr=o.lr, batch_size=o.batch_size,
+                                 dropout=o.dropout, seed=seed).fit(x, labels, groups, allowed)
+        if o.model == "logreg":
+            from sklearn.linear_model import LogisticRegression
+
+            clf: Any = LogisticRegression(C=o.C, max_iter=o.max_iter, class_weight=o.class_weight, random_state=seed)
+        else:
+            from sklearn.linear_model import SGDClassifier
+
+            clf = SGDClassifier(loss="log_loss", alpha=o.alpha, max_iter=o.max_iter, tol=1e-4,
+                                class_weight=o.class_weight, random_state=seed)
+        return clf.fit(x, np.asarray(labels))
 
     def proba(self, contexts: Sequence[Context]) -> np.ndarray:
         if self.clf is None:
             return np.ones((len(contexts), 1))
         x = self._features(contexts, fit=False)
-        if self.owner.model == "mlp":
-            groups = [c.chatbot for c in contexts]
+        if self.owner.model == "mlp":  # the masked softmax needs each row's chatbot; it computes in float32
+            x, groups = x.astype(np.float32), [c.chatbot for c in contexts]
             return np.mean([clf.predict_proba(x, groups) for clf in self.clfs], axis=0)
         return np.mean([np.asarray(clf.predict_proba(x)) for clf in self.clfs], axis=0)
 

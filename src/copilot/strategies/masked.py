@@ -102,7 +102,7 @@ class MaskedSoftmax:
     def decision_function(self, x: Any) -> np.ndarray:
         # float32 throughout, as trained: a float64 x would make scipy convert the whole first layer per call
         # (15 ms for one row against 62k x 256 weights, 0.07 ms without)
-        h = np.asarray(x.astype(np.float32) @ self.w1_) + self.b1_
+        h = np.asarray(x.astype(np.float32, copy=False) @ self.w1_) + self.b1_
         if self.hidden > 0:
             h = np.maximum(h, 0.0) @ self.w2_ + self.b2_
         return h.astype(np.float64)
