@@ -1,7 +1,7 @@
 """The application factory: ``create_app(settings) -> web.Application``. No module-level app or socket server.
 
 Start-up (an ``app.cleanup_ctx`` generator) opens and migrates the database, applies the pilot file, loads the
-push credentials (the VAPID key is generated on first start), builds the service, registers the Socket.IO namespace
+push credentials (the VAPID key is generated on first start), builds the services, registers the Socket.IO namespace
 and the HTTP routes' backing objects, and starts the background loops (webhook delivery, the unclaimed-escalation
 ladder, typing expiry). Shut-down runs the same generator backwards. State lives under typed
 ``web.AppKey``s so tests and tools can reach the running parts.
@@ -9,7 +9,6 @@ ladder, typing expiry). Shut-down runs the same generator backwards. State lives
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -21,7 +20,8 @@ from aiohttp import web
 from engineio.async_drivers import aiohttp as aiohttp_driver
 
 from copilot.protocol import MAX_FRAME_BYTES
-from handoff import ladder
+from handoff.background import running
+from handoff.clock import Clock, SystemClock
 from handoff.delivery import Delivery
 from handoff.http import HttpApi, json_errors
 from handoff.ladder import LadderConfig, LadderRunner
@@ -31,12 +31,12 @@ from handoff.notify import CompositeNotifier, InAppNotifier, Notifier
 from handoff.pages import page_routes, static_headers
 from handoff.pilot import load_pilot
 from handoff.push import PushNotifier, build_push
-from handoff.service import HandoffService
+from handoff.services import Services, build_services
 from handoff.settings import Settings
 from handoff.store import Store, open_store
 from handoff.suggestions import SuggestionProvider, load_provider
 from handoff.typing import TypingTracker
-from handoff.webhooks import WebhookDeliverer, running
+from handoff.webhooks import WebhookDeliverer
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class Parts:
     """The running server's parts, available once the app has started."""
 
     store: Store
-    service: HandoffService
+    services: Services
     delivery: Delivery
     namespace: HandoffNamespace
     webhooks: WebhookDeliverer
@@ -92,7 +92,7 @@ def _client_manager(settings: Settings) -> socketio.AsyncManager | None:
 
 
 def create_app(settings: Settings, *, suggestion_provider: SuggestionProvider | None = None,
-               notifier: Notifier | None = None) -> web.Application:
+               notifier: Notifier | None = None, clock: Clock | None = None) -> web.Application:
     """The handoff server as an aiohttp application (HTTP API under /api/v1, Socket.IO at /socket.io/, the agent
     console at /console/ and the customer widget at /widget/).
 
@@ -102,7 +102,9 @@ def create_app(settings: Settings, *, suggestion_provider: SuggestionProvider | 
             else none (no suggestions are ever sent).
         notifier: how agents hear of escalations and reminders; default: the in-app ``escalation`` event, then
             push to every registered device (handoff.push).
+        clock: the time the ladder, webhooks, typing and the handoff timings run on; default: the real clock.
     """
+    clock = clock if clock is not None else SystemClock()
     sio = socketio.AsyncServer(
         async_mode="aiohttp",
         client_manager=_client_manager(settings),
@@ -130,18 +132,19 @@ def create_app(settings: Settings, *, suggestion_provider: SuggestionProvider | 
         push: PushNotifier | None = None
         try:
             metrics = HandoffMetrics()
-            webhooks = WebhookDeliverer(store, settings)
+            webhooks = WebhookDeliverer(store, settings, clock)
             provider = suggestion_provider or load_provider(settings.suggestion_provider, settings)
             provider_start = getattr(provider, "start", None)
             if provider_start is not None:
                 await provider_start()
             push, vapid_public_key = await build_push(settings, store, metrics)
             in_app = InAppNotifier(lambda event, payload, bot_id: delivery.emit_to_bot_agents(event, payload, bot_id))
-            service = HandoffService(
+            services = build_services(
                 store,
                 # In-app first: the escalation event leaves before the push fan-out even starts.
                 notifier=CompositeNotifier([in_app, push]) if notifier is None else notifier,
                 provider=provider,
+                clock=clock,
                 suggestions_k=settings.suggestions_k,
                 suggestion_timeout_s=settings.suggestion_timeout_s,
                 typing=TypingTracker(settings.typing_timeout_s, settings.typing_throttle_s),
@@ -150,22 +153,20 @@ def create_app(settings: Settings, *, suggestion_provider: SuggestionProvider | 
                 expected_wait_samples=settings.expected_wait_samples,
             )
             runner = LadderRunner(store, lambda row: delivery.run_optional(
-                row.conversation_id, lambda: service.ladder_step(row)), settings.ladder_poll_s)
-            delivery = Delivery(sio, service, on_webhook=webhooks.wake, on_ladder=runner.wake)
+                row.conversation_id, lambda: services.ladder.step(row)), settings.ladder_poll_s, clock)
+            delivery = Delivery(sio, services.sidebar, on_webhook=webhooks.wake, on_ladder=runner.wake)
             if settings.pilot_file is not None:
-                await _apply_pilot(service, settings)
-            namespace = HandoffNamespace(store=store, service=service, delivery=delivery, settings=settings,
+                await _apply_pilot(services, settings)
+            namespace = HandoffNamespace(store=store, services=services, delivery=delivery, settings=settings,
                                          metrics=metrics)
             sio.register_namespace(namespace)
-            http.bind(store, service, delivery, vapid_public_key=vapid_public_key, metrics=metrics)
-            app[PARTS] = Parts(store, service, delivery, namespace, webhooks, http, push, runner, metrics)
-            typing_task = asyncio.ensure_future(_expire_typing(service, delivery, settings))
-            async for _ in running(webhooks):
-                async for _ in ladder.running(runner):
-                    yield
+            http.bind(store, services, delivery, vapid_public_key=vapid_public_key, metrics=metrics)
+            app[PARTS] = Parts(store, services, delivery, namespace, webhooks, http, push, runner, metrics)
+            async for _ in running(webhooks.run):
+                async for _ in running(runner.run):
+                    async for _ in running(lambda: _expire_typing(services, delivery, settings, clock)):
+                        yield
             log.debug("stopping: background loops")
-            typing_task.cancel()
-            await asyncio.gather(typing_task, return_exceptions=True)
             await sio.shutdown()
             await delivery.close()
             provider_close = getattr(provider, "close", None)
@@ -193,23 +194,23 @@ def create_app(settings: Settings, *, suggestion_provider: SuggestionProvider | 
     return app
 
 
-async def _apply_pilot(service: HandoffService, settings: Settings) -> None:
+async def _apply_pilot(services: Services, settings: Settings) -> None:
     assert settings.pilot_file is not None
     pilot = load_pilot(settings.pilot_file)
     for bot in pilot.bots:
-        await service.upsert_bot(bot.bot, bot.api_key)
+        await services.directory.upsert_bot(bot.bot, bot.api_key)
     for agent in pilot.agents:
-        await service.upsert_agent(agent.agent, agent.token)
+        await services.directory.upsert_agent(agent.agent, agent.token)
     log.info("pilot file %s: %d bots, %d agents", settings.pilot_file, len(pilot.bots), len(pilot.agents))
 
 
-async def _expire_typing(service: HandoffService, delivery: Delivery, settings: Settings) -> None:
+async def _expire_typing(services: Services, delivery: Delivery, settings: Settings, clock: Clock) -> None:
     """Send ``stop`` for typing indicators whose sender went quiet (checked several times per timeout)."""
     period = min(0.5, settings.typing_timeout_s / 4)
     while True:
-        await asyncio.sleep(period)
+        await clock.sleep(period)
         try:
-            for broadcast in service.expired_typing():
+            for broadcast in services.typing.expired():
                 await delivery.emit(broadcast)
         except Exception:
             log.exception("typing expiry failed")

@@ -63,19 +63,19 @@ async def principal_for(store: Store, token: object) -> Principal:
         raise HandoffError(ERR_UNAUTHORIZED, "a token is required (Socket.IO auth={'token': ...} or "
                                              "'Authorization: Bearer <token>')")
     async with store.read() as tx:
-        cred = await tx.credential(hash_token(token))
+        cred = await tx.credentials.get(hash_token(token))
         if cred is None:
             raise HandoffError(ERR_UNAUTHORIZED, "unknown token")
         if cred.role == ROLE_BOT:
-            bot = await tx.bot(cred.subject_id)
+            bot = await tx.bots.get(cred.subject_id)
             if bot is not None:
                 return Principal(ROLE_BOT, bot.bot_id, bot.name, frozenset({bot.bot_id}))
         elif cred.role == ROLE_AGENT:
-            agent = await tx.agent(cred.subject_id)
+            agent = await tx.agents.get(cred.subject_id)
             if agent is not None:
                 return Principal(ROLE_AGENT, agent.agent_id, agent.name, agent.bots)
         elif cred.role == ROLE_CUSTOMER:
-            conv = await tx.conversation(cred.subject_id)
+            conv = await tx.conversations.get(cred.subject_id)
             if conv is not None:
                 return Principal(ROLE_CUSTOMER, conv.customer_id, "customer", frozenset({conv.bot_id}),
                                  conv.conversation_id)

@@ -1,4 +1,4 @@
-"""From the service's outcomes to Socket.IO: rooms, emits, subscriptions, and the background suggestion tasks.
+"""From the services' outcomes to Socket.IO: rooms, emits, subscriptions, and the background suggestion tasks.
 
 Rooms (namespace /handoff):
 - ``c:customer:<conversation>``, ``c:agent:<conversation>``: sockets subscribed to a conversation, by role;
@@ -20,17 +20,17 @@ from typing import Any
 import socketio
 
 from copilot.protocol import NAMESPACE, ROLE_AGENT, ROLE_CUSTOMER
-from handoff.service import (
+from handoff.outcomes import (
     AgentSockets,
     Audience,
     BotAgents,
     Broadcast,
-    HandoffService,
     Outcome,
     Subscribed,
     SuggestionRequest,
     TheBot,
 )
+from handoff.sidebar import SidebarService
 
 log = logging.getLogger(__name__)
 
@@ -118,15 +118,15 @@ class Delivery:
 
     Args:
         sio: the Socket.IO server.
-        service: the handoff service (for the background suggestion tasks).
+        sidebar: computes and offers the suggestions an outcome asks for, in background tasks.
         on_webhook: called when an outcome queued a webhook (wakes the deliverer).
         on_ladder: called when an outcome scheduled an unclaimed-escalation ladder (wakes its loop).
     """
 
-    def __init__(self, sio: socketio.AsyncServer, service: HandoffService,
+    def __init__(self, sio: socketio.AsyncServer, sidebar: SidebarService,
                  on_webhook: Callable[[], None] | None = None, on_ladder: Callable[[], None] | None = None) -> None:
         self.sio = sio
-        self.service = service
+        self.sidebar = sidebar
         self.on_webhook = on_webhook
         self.on_ladder = on_ladder
         self.locks = KeyedLocks()
@@ -135,7 +135,7 @@ class Delivery:
 
     async def run(self, conversation_id: str, sid: str | None,
                   op: Callable[[], Awaitable[Outcome]]) -> Outcome:
-        """Run ``op`` (a service call on ``conversation_id``) and deliver its outcome; ``sid`` sent the event."""
+        """Run ``op`` (a service's operation on ``conversation_id``) and deliver its outcome; ``sid`` sent the event."""
         async with self.locks.hold(conversation_id):
             outcome = await op()
             await self.deliver(outcome, sid)
@@ -200,12 +200,12 @@ class Delivery:
 
     async def _suggest(self, req: SuggestionRequest) -> None:
         try:
-            prepared = await self.service.compute_suggestions(req)
+            prepared = await self.sidebar.compute(req)
             if prepared is None:
                 return
             # Under the conversation's lock: no message can slip in between the staleness check and the emit.
             async with self.locks.hold(req.conversation_id):
-                broadcast = await self.service.offer_suggestions(prepared)
+                broadcast = await self.sidebar.offer(prepared)
                 if broadcast is not None:
                     await self.emit(broadcast)
         except Exception:

@@ -1,6 +1,6 @@
 """The HTTP API of docs/protocol.md (prefix /api/v1), with JSON errors ``{"error": {"code", "message"}}``.
 
-Handlers are thin like the Socket.IO ones: authenticate, validate (handoff.payloads), call the service, answer.
+Handlers are thin like the Socket.IO ones: authenticate, validate (handoff.payloads), call a service, answer.
 Operations that change a conversation (escalate) go through the same Delivery as Socket.IO events, so their
 broadcasts are ordered with everything else on that conversation.
 """
@@ -33,7 +33,7 @@ from handoff.delivery import Delivery
 from handoff.errors import HandoffError
 from handoff.metrics import CONTENT_TYPE, HandoffMetrics
 from handoff.ratelimit import KeyedBuckets
-from handoff.service import HandoffService
+from handoff.services import Services
 from handoff.settings import Settings
 from handoff.store import Store
 
@@ -78,7 +78,7 @@ def json_errors(max_body_bytes: int) -> Any:
 
 
 class HttpApi:
-    """The routes of the HTTP API. Routes exist from ``create_app``; the service behind them from start-up
+    """The routes of the HTTP API. Routes exist from ``create_app``; the services behind them from start-up
     (:meth:`bind`), before the server accepts its first request."""
 
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
@@ -86,14 +86,14 @@ class HttpApi:
         self.clock = clock
         self.buckets = KeyedBuckets(settings.http_rate_limit_per_s, settings.http_rate_limit_burst)
         self._store: Store | None = None
-        self._service: HandoffService | None = None
+        self._services: Services | None = None
         self._delivery: Delivery | None = None
         self._metrics: HandoffMetrics | None = None
         self.vapid_public_key = ""
 
-    def bind(self, store: Store, service: HandoffService, delivery: Delivery, *, vapid_public_key: str = "",
+    def bind(self, store: Store, services: Services, delivery: Delivery, *, vapid_public_key: str = "",
              metrics: HandoffMetrics | None = None) -> None:
-        self._store, self._service, self._delivery = store, service, delivery
+        self._store, self._services, self._delivery = store, services, delivery
         self.vapid_public_key = vapid_public_key
         self._metrics = metrics
 
@@ -103,9 +103,9 @@ class HttpApi:
         return self._store
 
     @property
-    def service(self) -> HandoffService:
-        assert self._service is not None, "HttpApi.bind() runs at start-up"
-        return self._service
+    def services(self) -> Services:
+        assert self._services is not None, "HttpApi.bind() runs at start-up"
+        return self._services
 
     @property
     def delivery(self) -> Delivery:
@@ -176,12 +176,12 @@ class HttpApi:
     async def create_bot(self, request: web.Request) -> web.Response:
         await self._admin(request)
         data = payloads.bot(await self._body(request))
-        return web.json_response(await self.service.create_bot(data))
+        return web.json_response(await self.services.directory.create_bot(data))
 
     async def create_agent(self, request: web.Request) -> web.Response:
         await self._admin(request)
         data = payloads.agent(await self._body(request))
-        return web.json_response(await self.service.create_agent(data))
+        return web.json_response(await self.services.directory.create_agent(data))
 
     async def me(self, request: web.Request) -> web.Response:
         who = await self._who(request)
@@ -191,16 +191,16 @@ class HttpApi:
     async def register_device(self, request: web.Request) -> web.Response:
         who = await self._who(request)
         data = payloads.device(await self._body(request))
-        return web.json_response(await self.service.register_device(who, data))
+        return web.json_response(await self.services.directory.register_device(who, data))
 
     async def devices(self, request: web.Request) -> web.Response:
         who = await self._who(request)
-        return web.json_response(await self.service.devices(who))
+        return web.json_response(await self.services.directory.devices(who))
 
     async def remove_device(self, request: web.Request) -> web.Response:
         who = await self._who(request)
         device_id = payloads.path_id(request.match_info["device_id"], "device id")
-        return web.json_response(await self.service.remove_device(who, device_id))
+        return web.json_response(await self.services.directory.remove_device(who, device_id))
 
     async def vapid_key(self, request: web.Request) -> web.Response:
         """The VAPID public key a browser passes to ``pushManager.subscribe`` (public: no credential needed)."""
@@ -209,13 +209,13 @@ class HttpApi:
     async def get_ladder(self, request: web.Request) -> web.Response:
         who = await self._who(request)
         bot_id = payloads.path_id(request.match_info["bot_id"], "bot id")
-        return web.json_response(await self.service.bot_ladder(who, bot_id))
+        return web.json_response(await self.services.directory.bot_ladder(who, bot_id))
 
     async def put_ladder(self, request: web.Request) -> web.Response:
         who = await self._who(request)
         bot_id = payloads.path_id(request.match_info["bot_id"], "bot id")
         new = payloads.ladder(await self._body(request))
-        return web.json_response(await self.service.bot_ladder(who, bot_id, new or None, replace=True))
+        return web.json_response(await self.services.directory.bot_ladder(who, bot_id, new or None, replace=True))
 
     async def metrics(self, request: web.Request) -> web.Response:
         """Prometheus text format; with HANDOFF_METRICS_TOKEN set, only for ``Authorization: Bearer <token>``."""
@@ -231,27 +231,27 @@ class HttpApi:
         who = await self._who(request)
         bot_id = payloads.path_id(request.match_info["bot_id"], "bot id")
         data = payloads.new_conversation(await self._body(request, optional=True))
-        return web.json_response(await self.service.create_conversation(who, bot_id, data))
+        return web.json_response(await self.services.conversations.create_conversation(who, bot_id, data))
 
     async def queue(self, request: web.Request) -> web.Response:
         who = await self._who(request)
         status = payloads.status_filter(request.query.get("status"))
-        return web.json_response(await self.service.queue(who, status))
+        return web.json_response(await self.services.conversations.queue(who, status))
 
     async def escalate(self, request: web.Request) -> web.Response:
         who = await self._who(request)
         cid = payloads.path_id(request.match_info["conversation_id"], "conversation id", conversation=True)
         data = payloads.escalate(await self._body(request, optional=True), conversation_id=cid)
-        outcome = await self.delivery.run(cid, None, lambda: self.service.escalate(who, data))
+        outcome = await self.delivery.run(cid, None, lambda: self.services.conversations.escalate(who, data))
         return web.json_response(outcome.ack)
 
     async def events(self, request: web.Request) -> web.Response:
         who = await self._who(request)
         cid = payloads.path_id(request.match_info["conversation_id"], "conversation id", conversation=True)
         after = payloads.after_seq(request.query.get("after_seq"))
-        return web.json_response(await self.service.events(who, cid, after))
+        return web.json_response(await self.services.conversations.events(who, cid, after))
 
     async def suggestions(self, request: web.Request) -> web.Response:
         who = await self._who(request)
         cid = payloads.path_id(request.match_info["conversation_id"], "conversation id", conversation=True)
-        return web.json_response(await self.service.current_suggestions(who, cid))
+        return web.json_response(await self.services.sidebar.current(who, cid))

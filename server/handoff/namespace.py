@@ -1,8 +1,8 @@
 """The Socket.IO namespace ``/handoff``: one class, one thin ``on_<event>`` handler per protocol event.
 
-Each handler validates its payload (handoff.payloads), calls the service through the delivery (which sends what
-the service returns) and returns the acknowledgement. :meth:`HandoffNamespace.trigger_event` wraps them all:
-the connection's rate limit, unknown events, and turning errors into ``{"ok": false, "error": {...}}``.
+Each handler validates its payload (handoff.payloads), calls a service (handoff.services) through the delivery
+(which sends what the service returns) and returns the acknowledgement. :meth:`HandoffNamespace.trigger_event` wraps
+them all: the connection's rate limit, unknown events, and turning errors into ``{"ok": false, "error": {...}}``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from handoff.delivery import Delivery, agent_room, bot_agents_room, bot_room
 from handoff.errors import HandoffError
 from handoff.metrics import HandoffMetrics
 from handoff.ratelimit import TokenBucket
-from handoff.service import HandoffService
+from handoff.services import Services
 from handoff.settings import Settings
 from handoff.store import Store
 
@@ -45,12 +45,14 @@ def error_ack(error: HandoffError) -> Ack:
 class HandoffNamespace(socketio.AsyncNamespace):
     """Protocol v1 over Socket.IO (docs/protocol.md)."""
 
-    def __init__(self, *, store: Store, service: HandoffService, delivery: Delivery, settings: Settings,
+    def __init__(self, *, store: Store, services: Services, delivery: Delivery, settings: Settings,
                  clock: Callable[[], float] = time.monotonic, metrics: HandoffMetrics | None = None) -> None:
         super().__init__(NAMESPACE)
-        self.metrics = metrics if metrics is not None else service.metrics
+        self.metrics = metrics if metrics is not None else services.metrics
         self.store = store
-        self.service = service
+        self.conversations = services.conversations
+        self.typing = services.typing
+        self.sidebar = services.sidebar
         self.delivery = delivery
         self.settings = settings
         self.clock = clock
@@ -87,7 +89,7 @@ class HandoffNamespace(socketio.AsyncNamespace):
             self.metrics.sockets.labels(who.role).dec()
         self.buckets.pop(sid, None)
         self.delivery.forget(sid)
-        for broadcast in self.service.disconnected(sid):
+        for broadcast in self.typing.disconnected(sid):
             await self.delivery.emit(broadcast)
 
     # -- dispatch -------------------------------------------------------------------------------------------
@@ -119,37 +121,37 @@ class HandoffNamespace(socketio.AsyncNamespace):
     # -- protocol events --------------------------------------------------------------------------------------
     async def on_join(self, sid: str, who: Principal, data: Any) -> Ack:
         ref = payloads.conversation_ref(data, "join")
-        return (await self.delivery.run(ref.conversation_id, sid, lambda: self.service.join(who, ref))).ack
+        return (await self.delivery.run(ref.conversation_id, sid, lambda: self.conversations.join(who, ref))).ack
 
     async def on_message(self, sid: str, who: Principal, data: Any) -> Ack:
         msg = payloads.message(data)
-        return (await self.delivery.run(msg.conversation_id, sid, lambda: self.service.message(who, msg))).ack
+        return (await self.delivery.run(msg.conversation_id, sid, lambda: self.conversations.message(who, msg))).ack
 
     async def on_typing(self, sid: str, who: Principal, data: Any) -> Ack:
         typing = payloads.typing(data)
         return (await self.delivery.run(typing.conversation_id, sid,
-                                        lambda: self.service.typing(who, typing, sid))).ack
+                                        lambda: self.typing.typing(who, typing, sid))).ack
 
     async def on_escalate(self, sid: str, who: Principal, data: Any) -> Ack:
         esc = payloads.escalate(data)
-        return (await self.delivery.run(esc.conversation_id, sid, lambda: self.service.escalate(who, esc))).ack
+        return (await self.delivery.run(esc.conversation_id, sid, lambda: self.conversations.escalate(who, esc))).ack
 
     async def on_claim(self, sid: str, who: Principal, data: Any) -> Ack:
         ref = payloads.conversation_ref(data, "claim")
-        return (await self.delivery.run(ref.conversation_id, sid, lambda: self.service.claim(who, ref))).ack
+        return (await self.delivery.run(ref.conversation_id, sid, lambda: self.conversations.claim(who, ref))).ack
 
     async def on_hand_back(self, sid: str, who: Principal, data: Any) -> Ack:
         hb = payloads.hand_back(data)
-        return (await self.delivery.run(hb.conversation_id, sid, lambda: self.service.hand_back(who, hb))).ack
+        return (await self.delivery.run(hb.conversation_id, sid, lambda: self.conversations.hand_back(who, hb))).ack
 
     async def on_resolve(self, sid: str, who: Principal, data: Any) -> Ack:
         ref = payloads.conversation_ref(data, "resolve")
-        return (await self.delivery.run(ref.conversation_id, sid, lambda: self.service.resolve(who, ref))).ack
+        return (await self.delivery.run(ref.conversation_id, sid, lambda: self.conversations.resolve(who, ref))).ack
 
     async def on_suggestion_feedback(self, sid: str, who: Principal, data: Any) -> Ack:
         fb = payloads.feedback(data)
-        return (await self.delivery.run(fb.conversation_id, sid, lambda: self.service.feedback(who, fb))).ack
+        return (await self.delivery.run(fb.conversation_id, sid, lambda: self.sidebar.feedback(who, fb))).ack
 
     async def on_resume(self, sid: str, who: Principal, data: Any) -> Ack:
         res = payloads.resume(data)
-        return (await self.delivery.run(res.conversation_id, sid, lambda: self.service.resume(who, res))).ack
+        return (await self.delivery.run(res.conversation_id, sid, lambda: self.conversations.resume(who, res))).ack

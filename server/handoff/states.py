@@ -50,7 +50,7 @@ TRANSITIONS: dict[tuple[Status, Action], tuple[Status, frozenset[str]]] = {
 }
 
 # Who may write a message in which status. The customer writing in ``resolved`` first reopens the conversation;
-# an agent may write only to a conversation it holds (checked by the service, which knows the holder).
+# an agent may write only to a conversation it holds (checked by handoff.rules.check_holder, which knows the holder).
 WRITERS: dict[str, frozenset[Status]] = {
     ROLE_CUSTOMER: frozenset({Status.BOT, Status.WAITING, Status.CLAIMED, Status.RESOLVED}),
     ROLE_BOT: frozenset({Status.BOT, Status.WAITING}),
@@ -71,15 +71,24 @@ class InvalidTransition(HandoffError):
                          status=current.value)
 
 
+_PHRASES = {Action.ESCALATE: "escalate", Action.CLAIM: "claim", Action.HAND_BACK: "hand back",
+            Action.RESOLVE: "resolve", Action.REOPEN: "reopen"}
+
+
+def require_role(action: Action, role: str) -> None:
+    """Raise ``forbidden`` unless ``role`` takes ``action`` in some status (from :data:`TRANSITIONS`)."""
+    if role not in ROLES_BY_ACTION.get(action, frozenset()):
+        raise HandoffError(ERR_FORBIDDEN, f"a {role} cannot {_PHRASES[action]} a conversation")
+
+
 def transition(current: Status, action: Action, role: str) -> Status:
     """The status after ``role`` takes ``action`` in ``current``.
 
     Raises:
-        HandoffError: ``forbidden`` when the role may never take this action;
+        HandoffError: ``forbidden`` when the role may never take this action (:func:`require_role`);
         InvalidTransition: when the action is not legal from ``current``.
     """
-    if role not in ROLES_BY_ACTION.get(action, frozenset()):
-        raise HandoffError(ERR_FORBIDDEN, f"a {role} cannot {action} a conversation")
+    require_role(action, role)
     move = TRANSITIONS.get((current, action))
     if move is None:
         raise InvalidTransition(current, action)

@@ -1,9 +1,9 @@
-"""Typing indicators (B5): throttled, expiring by themselves, never stored.
+"""Typing indicators: throttled, expiring by themselves, never stored.
 
-Pure bookkeeping with the clock passed in, so the rules are testable without sleeping. The service asks
-:meth:`TypingTracker.update` whether an indicator should be forwarded, and a background loop asks
-:meth:`TypingTracker.expire` which ``start``s have gone stale (their sender crashed or lost the network before
-sending ``stop``); those get a ``stop`` on the sender's behalf.
+:class:`TypingTracker` is pure bookkeeping with the time passed in, so the rules are testable without sleeping.
+:class:`TypingService` asks it whether an indicator should be forwarded, and a background loop asks it which
+``start``s have gone stale (their sender crashed or lost the network before sending ``stop``); those get a ``stop``
+on the sender's behalf.
 """
 
 from __future__ import annotations
@@ -11,7 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from copilot.protocol import TYPING_START, TYPING_STOP
+from copilot.protocol import ERR_FORBIDDEN, EV_TYPING, ROLE_AGENT, ROLE_CUSTOMER, TYPING_START, TYPING_STOP
+from handoff import payloads as p
+from handoff.auth import Principal
+from handoff.clock import Clock
+from handoff.errors import HandoffError
+from handoff.outcomes import Audience, Broadcast, Outcome, Subscribed
+from handoff.rules import check_holder, check_party, load
+from handoff.store import Store
 
 TypingKey = tuple[str, str, str]  # (conversation_id, role, sender)
 
@@ -70,3 +77,57 @@ class TypingTracker:
 
     def __len__(self) -> int:
         return len(self._active)
+
+
+class TypingService:
+    """Typing indicators between a conversation's customer and its holding agent.
+
+    Args:
+        store: the database (to check who may type where).
+        tracker: the bookkeeping.
+        clock: its monotonic time is the tracker's.
+    """
+
+    def __init__(self, store: Store, tracker: TypingTracker, clock: Clock) -> None:
+        self.store = store
+        self.tracker = tracker
+        self.clock = clock
+
+    async def typing(self, who: Principal, data: p.TypingIn, holder: str) -> Outcome:
+        """Forward a typing indicator to the other side (throttled); ``holder`` is the sending socket."""
+        if who.role not in (ROLE_CUSTOMER, ROLE_AGENT):
+            raise HandoffError(ERR_FORBIDDEN, f"a {who.role} does not send typing indicators")
+        async with self.store.read() as tx:
+            conv = await load(tx, data.conversation_id)
+            check_party(who, conv)
+            if who.role == ROLE_AGENT:
+                await check_holder(tx, who, conv, "type in")
+        target: tuple[Audience, ...]
+        if who.role == ROLE_AGENT:
+            # Only the customer side: never the agent's own other devices or readers on the agent side.
+            target = (Subscribed(conv.conversation_id, frozenset({ROLE_CUSTOMER})),)
+        else:
+            target = (Subscribed(conv.conversation_id, frozenset({ROLE_AGENT})),)
+        out = Outcome(subscribe=(conv.conversation_id, who.role))
+        key = (conv.conversation_id, who.role, who.id)
+        if self.tracker.update(key, data.state, self.clock.monotonic(), holder, target):
+            payload = {"conversation_id": conv.conversation_id, "role": who.role, "state": data.state}
+            out.broadcasts.append(Broadcast(EV_TYPING, payload, target))
+        return out
+
+    def done(self, conversation_id: str, who: Principal) -> list[Broadcast]:
+        """A sender who just wrote (or left) is no longer typing: tell the others if they were told it was."""
+        return [_stop(key, target) for key, target in self.tracker.clear((conversation_id, who.role, who.id))]
+
+    def expired(self) -> list[Broadcast]:
+        """``stop`` for every indicator whose sender went quiet too long (called by a background loop)."""
+        return [_stop(key, target) for key, target in self.tracker.expire(self.clock.monotonic())]
+
+    def disconnected(self, holder: str) -> list[Broadcast]:
+        """``stop`` for the indicators a socket had started, now that it is gone."""
+        return [_stop(key, target) for key, target in self.tracker.drop_holder(holder)]
+
+
+def _stop(key: TypingKey, target: Any) -> Broadcast:
+    payload = {"conversation_id": key[0], "role": key[1], "state": TYPING_STOP}
+    return Broadcast(EV_TYPING, payload, target, skip_sender=False)

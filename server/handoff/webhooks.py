@@ -1,11 +1,13 @@
-"""Hand-back webhooks (B7): delivered from a durable outbox, at least once, with retries and a timeout.
+"""Webhooks (the hand back's, the ladder's fallback): delivered from a durable outbox, at least once, with retries
+and a timeout.
 
-The service writes a row into ``webhook_outbox`` in the same transaction as the ``handed_back`` event, so a
-webhook exists exactly when the hand back happened. :class:`WebhookDeliverer` (a background loop of the app) POSTs
-due rows: a 2xx answer marks a row delivered; anything else (an error status, a refused connection, a timeout)
-is logged and retried with exponential backoff, until ``webhook_max_attempts``, after which the row is marked
-``failed`` and logged as an error. Nothing is lost silently: every failure is in the log and in the row
-(``attempts``, ``last_error``), and a restarted server picks up every pending row.
+The hand back writes a row into ``webhook_outbox`` in the same transaction as the ``handed_back`` event (and the
+ladder its fallback's row with the rung), so a webhook exists exactly when the hand back happened.
+:class:`WebhookDeliverer` (a background loop of the app) POSTs due rows: a 2xx answer marks a row delivered;
+anything else (an error status, a refused connection, a timeout) is logged and retried with exponential backoff,
+until ``webhook_max_attempts``, after which the row is marked ``failed`` and logged as an error. Nothing is lost
+silently: every failure is in the log and in the row (``attempts``, ``last_error``), and a restarted server picks up
+every pending row.
 
 A process that dies in the middle of an attempt leaves the row leased for ``webhook_timeout_s + 5`` seconds;
 after that any process retries it. Receivers should treat ``X-Handoff-Delivery`` as an idempotency key: a crash
@@ -16,15 +18,13 @@ between the POST and marking the row delivered sends it again. With ``HANDOFF_WE
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
-import time
-from collections.abc import AsyncIterator
 
 import aiohttp
 
+from handoff.clock import Clock
 from handoff.settings import Settings
 from handoff.store import OutboxRow, Store
 
@@ -37,9 +37,10 @@ _PARALLEL = 8
 class WebhookDeliverer:
     """Delivers the outbox. Call :meth:`wake` after enqueueing; :meth:`run` is the loop."""
 
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, clock: Clock) -> None:
         self.store = store
         self.settings = settings
+        self.clock = clock
         self._wakeup = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
 
@@ -64,15 +65,14 @@ class WebhookDeliverer:
                     log.exception("webhook delivery pass failed; retrying at the next poll")
                     delivered = 0
                 if delivered < _BATCH:  # a full batch means more may be due: go on at once
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wakeup.wait(), self.settings.webhook_poll_s)
+                    await self.clock.wait(self._wakeup, self.settings.webhook_poll_s)
                 self._wakeup.clear()
 
     async def deliver_due(self) -> int:
         """One pass over the due rows (at most a batch); returns how many rows it attempted."""
-        now = time.time()
+        now = self.clock.time()
         async with self.store.read() as tx:
-            due = await tx.due_webhooks(now, _BATCH)
+            due = await tx.webhooks.due(now, _BATCH)
         if not due:
             return 0
         gate = asyncio.Semaphore(_PARALLEL)
@@ -85,11 +85,11 @@ class WebhookDeliverer:
         return len(due)
 
     async def _attempt(self, row: OutboxRow) -> None:
-        now = time.time()
+        now = self.clock.time()
         # A lease, not a lock: if this process dies mid-attempt, the row is free again when it runs out.
         until = now + self.settings.webhook_timeout_s + 5.0
         # Another process may be on it: take it for the duration of one attempt, or leave it.
-        if not await self.store.write(lambda tx: tx.lock_webhook(row.id, now, until)):
+        if not await self.store.write(lambda tx: tx.webhooks.lock(row.id, now, until)):
             return
         attempts = row.attempts + 1
         error = await self._post(row, attempts)
@@ -102,12 +102,13 @@ class WebhookDeliverer:
             log.error("webhook %d for %s to %s FAILED for good after %d attempts: %s", row.id, row.conversation_id,
                       row.url, attempts, error)
         else:
-            state, next_at = "pending", time.time() + self.backoff(attempts)
+            state, next_at = "pending", self.clock.time() + self.backoff(attempts)
             log.warning("webhook %d for %s to %s failed (attempt %d of %d, next in %.1f s): %s", row.id,
                         row.conversation_id, row.url, attempts, self.settings.webhook_max_attempts,
-                        next_at - time.time(), error)
-        await self.store.write(lambda tx: tx.finish_webhook(row.id, state=state, attempts=attempts,
-                                                            next_attempt_at=next_at, error=error))
+                        next_at - self.clock.time(), error)
+        finished = self.clock.time()
+        await self.store.write(lambda tx: tx.webhooks.finish(row.id, state=state, attempts=attempts,
+                                                             next_attempt_at=next_at, error=error, now=finished))
 
     async def _post(self, row: OutboxRow, attempt: int) -> str | None:
         """POST one row; None on a 2xx answer, else what went wrong."""
@@ -128,12 +129,3 @@ class WebhookDeliverer:
         except aiohttp.ClientError as exc:
             return f"{type(exc).__name__}: {exc}"
 
-
-async def running(deliverer: WebhookDeliverer) -> AsyncIterator[None]:
-    """The deliverer's loop for the lifetime of the app (an ``app.cleanup_ctx`` generator body)."""
-    task = asyncio.ensure_future(deliverer.run())
-    try:
-        yield
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)

@@ -471,7 +471,7 @@ def start_server(*, tracking_uri: str | None = None, suggestions_k: int = 5, cha
     env = {k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_") and k != "MLFLOW_TRACKING_URI"}
     env.update({
         "PYTHONPATH": os.pathsep.join([*_code_paths(), *filter(None, [os.environ.get("PYTHONPATH")])]),
-        "HANDOFF_DATABASE_URL": f"sqlite+aiosqlite:///{folder.name}/handoff.db",
+        "HANDOFF_DATABASE_URL": f"sqlite:///{folder.name}/handoff.db",
         "HANDOFF_ADMIN_KEY": admin_key,
         "HANDOFF_SQLITE_SYNCHRONOUS": "NORMAL",
         "HANDOFF_LOG_LEVEL": os.environ.get("COPILOT_REPLAY_SERVER_LOG_LEVEL", "WARNING"),

@@ -37,7 +37,7 @@ async def say(widget: Opened, text: str) -> None:
 
 async def stored_messages(server: Any, conversation_id: str) -> list[dict[str, Any]]:
     async with parts(server).store.read() as tx:
-        return [e for e in await tx.events_after(conversation_id, 0) if e["kind"] == "message"]
+        return [e for e in await tx.events.after(conversation_id, 0) if e["kind"] == "message"]
 
 
 async def test_escalation_claim_race_chat_suggestions_hand_back_and_resolve(
@@ -104,7 +104,7 @@ async def test_escalation_claim_race_chat_suggestions_hand_back_and_resolve(
         await expect(queue_item(agent, cid)).to_have_count(0)
         await expect(w.page.locator("#status")).to_have_text(f"An agent joined: {agent_name}.")
         async with parts(server).store.read() as tx:
-            claims = [e for e in await tx.events_after(cid, 0) if e["kind"] == "claimed"]
+            claims = [e for e in await tx.events.after(cid, 0) if e["kind"] == "claimed"]
         assert [e["agent_name"] for e in claims] == [agent_name]
 
         # Suggestions for the claim, for the claiming agent only.
@@ -169,7 +169,7 @@ async def test_escalation_claim_race_chat_suggestions_hand_back_and_resolve(
 
         async def feedback() -> list[tuple[str, str]] | None:
             async with parts(server).store.read() as tx:
-                rows = await tx.feedback_for(cid)
+                rows = await tx.feedback.of_conversation(cid)
             return [(r["suggestion_id"], r["action"]) for r in rows] if len(rows) == 6 else None
 
         assert sorted(await eventually(feedback)) == sorted([
@@ -224,7 +224,7 @@ async def test_escalation_claim_race_chat_suggestions_hand_back_and_resolve(
         await expect(other.page.locator("#conv-status")).to_have_text("Resolved")
         await expect(w.page.locator("#status")).to_have_text("This conversation is closed. Write again to reopen it.")
         async with parts(server).store.read() as tx:
-            row = await tx.conversation(cid)
+            row = await tx.conversations.get(cid)
         assert row is not None and row.status == "resolved"
         # The transcript the agent saw is what was stored, in order, each message once.
         stored = [m["text"] for m in await stored_messages(server, cid)]

@@ -193,7 +193,7 @@ async def test_webpush_subscription_registered_with_a_stubbed_browser_push_servi
 
     async def devices() -> list[dict[str, Any]]:
         async with parts(server).store.read() as tx:
-            return await tx.devices_of(alice.agent_id)
+            return await tx.devices.of_agent(alice.agent_id)
 
     (device,) = await eventually(devices)
     assert device["kind"] == "webpush"

@@ -89,7 +89,7 @@ async def test_a_dropped_connection_loses_no_message_and_doubles_none(
     # Stored once each; both pages show exactly what was stored, in order.
     async def stored() -> list[str] | None:
         async with parts(server).store.read() as tx:
-            texts = [e["text"] for e in await tx.events_after(cid, 0) if e["kind"] == "message"]
+            texts = [e["text"] for e in await tx.events.after(cid, 0) if e["kind"] == "message"]
         return texts if len(texts) == 10 else None
 
     texts = await eventually(stored)

@@ -8,6 +8,7 @@ import asyncio
 import uuid
 
 import pytest
+from handoff.states import Status
 from handoff.store import Tx, open_store
 from handoff_testing import Server, uid
 
@@ -63,15 +64,20 @@ async def test_compare_and_set_on_separate_connections(database_url: str) -> Non
         bot_id, cid = uid("bot"), uuid.uuid4().hex
 
         async def setup(tx: Tx) -> None:
-            await tx.insert_bot(bot_id, "bot", None)
-            await tx.insert_conversation(cid, bot_id, "waiting", "customer", None)
+            await tx.bots.insert(bot_id, "bot", None)
+            await tx.conversations.insert(cid, bot_id, "waiting", "customer", None)
 
         await stores[0].write(setup)
         start = asyncio.Event()
 
         async def claim(i: int) -> int | None:
+            async def op(tx: Tx) -> int | None:
+                seen = await tx.conversations.get(cid)
+                assert seen is not None
+                return await tx.conversations.claim(seen, f"agent-{i}", Status.CLAIMED)
+
             await start.wait()
-            return await stores[i].write(lambda tx: tx.claim(cid, f"agent-{i}"))
+            return await stores[i].write(op)
 
         tasks = [asyncio.ensure_future(claim(i)) for i in range(len(stores))]
         await asyncio.sleep(0.05)
@@ -80,7 +86,7 @@ async def test_compare_and_set_on_separate_connections(database_url: str) -> Non
         won = [i for i, seq in enumerate(results) if seq is not None]
         assert len(won) == 1 and results[won[0]] == 1
         async with stores[0].read() as tx:
-            conv = await tx.conversation(cid)
+            conv = await tx.conversations.get(cid)
         assert conv is not None and conv.status == "claimed" and conv.agent_id == f"agent-{won[0]}"
         assert conv.last_seq == 1
     finally:

@@ -37,7 +37,7 @@ async def set_ladder(server: Server, bot: Bot, **ladder: Any) -> dict[str, Any]:
 
 async def escalation_row(server: Server, conversation_id: str) -> dict[str, Any]:
     async with parts(server).store.read() as tx:
-        (row,) = await tx.escalations_of(conversation_id)
+        (row,) = await tx.escalations.of_conversation(conversation_id)
     return row
 
 

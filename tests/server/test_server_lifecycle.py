@@ -36,7 +36,7 @@ async def settled_webhook(server: Server, conversation_id: str) -> dict[str, Any
     """The conversation's one outbox row, once it is no longer pending."""
     for _ in range(200):
         async with parts(server).store.read() as tx:
-            (row,) = await tx.webhooks(conversation_id)
+            (row,) = await tx.webhooks.of_conversation(conversation_id)
         if row["state"] != "pending":
             return row
         await asyncio.sleep(0.05)

@@ -76,7 +76,7 @@ def test_settings_from_the_environment_name_the_bad_variable(tmp_path: Path) -> 
     assert settings.database_url == "postgresql+asyncpg://u@h/db" and settings.typing_timeout_s == 2.5
     assert settings.cors_origins == ("https://a.example", "https://b.example") and settings.admin_key is None
     assert settings.pilot_file == tmp_path / "p.toml"
-    assert Settings.from_env({}).database_url == "sqlite+aiosqlite:///handoff.db"
+    assert Settings.from_env({}).database_url == "sqlite:///handoff.db"
     with pytest.raises(SettingsError, match="HANDOFF_RATE_LIMIT_PER_S"):
         Settings.from_env({"HANDOFF_RATE_LIMIT_PER_S": "fast"})
     with pytest.raises(SettingsError, match="HANDOFF_TYPING_TIMEOUT_S"):
@@ -167,11 +167,11 @@ async def test_a_failing_write_rolls_back_alone_in_its_batch(database_url: str) 
         bots = [f"batch-{uuid.uuid4().hex[:8]}" for _ in range(6)]
 
         async def good(tx: Tx, bot_id: str) -> str:
-            await tx.insert_bot(bot_id, "ok", None)
+            await tx.bots.insert(bot_id, "ok", None)
             return bot_id
 
         async def bad(tx: Tx, bot_id: str) -> str:
-            await tx.insert_bot(bot_id, "written, then refused", None)
+            await tx.bots.insert(bot_id, "written, then refused", None)
             raise HandoffError("invalid_payload", "refused after writing")
 
         results = await asyncio.gather(*(store.write(lambda tx, b=b, i=i: (bad if i == 2 else good)(tx, b))
@@ -179,16 +179,16 @@ async def test_a_failing_write_rolls_back_alone_in_its_batch(database_url: str) 
         assert isinstance(results[2], HandoffError)
         assert [r for i, r in enumerate(results) if i != 2] == [b for i, b in enumerate(bots) if i != 2]
         async with store.read() as tx:
-            assert await tx.existing_bots(bots) == {b for i, b in enumerate(bots) if i != 2}
+            assert await tx.bots.existing(bots) == {b for i, b in enumerate(bots) if i != 2}
 
         if isinstance(store, SqliteStore):
             async def wanders_off(tx: Tx) -> None:
-                await tx.insert_bot("wanderer-" + bots[0], "x", None)
+                await tx.bots.insert("wanderer-" + bots[0], "x", None)
                 await asyncio.sleep(0)
 
             with pytest.raises(RuntimeError, match="awaited something other than its Tx"):
                 await store.write(wanders_off)
             async with store.read() as tx:
-                assert await tx.bot("wanderer-" + bots[0]) is None
+                assert await tx.bots.get("wanderer-" + bots[0]) is None
     finally:
         await store.close()

@@ -45,7 +45,7 @@ async def outcomes(server: Server, conversation_id: str, count: int) -> list[dic
     """The conversation's recorded push outcomes, once ``count`` of them are stored."""
     for _ in range(400):
         async with parts(server).store.read() as tx:
-            rows = await tx.push_deliveries_for(conversation_id)
+            rows = await tx.push_deliveries.of_conversation(conversation_id)
         if len(rows) >= count:
             return rows
         await asyncio.sleep(0.025)
@@ -134,7 +134,7 @@ async def test_pushes_never_delay_the_escalation_or_its_event(server: Server,
         await asyncio.sleep(0.025)
     assert len(push_service.requests) == 3 and push_service.received == []
     async with parts(server).store.read() as tx:
-        assert await tx.push_deliveries_for(cid) == []
+        assert await tx.push_deliveries.of_conversation(cid) == []
     push_service.gate.set()
     await push_service.wait_for(3)
     assert {r["outcome"] for r in await outcomes(server, cid, 3)} == {"delivered"}
@@ -275,7 +275,7 @@ async def test_the_vapid_key_is_generated_once_and_kept(start_server: StartServe
     key = (await first.expect("GET", "/push/vapid-public-key"))["public_key"]
     assert len(b64d(key)) == 65 and b64d(key)[0] == 4  # an uncompressed P-256 point, as applicationServerKey
     async with parts(first).store.read() as tx:
-        assert "PRIVATE KEY" in str(await tx.secret(VAPID_SECRET))
+        assert "PRIVATE KEY" in str(await tx.secrets.get(VAPID_SECRET))
     second = await start_server()  # another process on the same database, or a restart
     assert (await second.expect("GET", "/push/vapid-public-key"))["public_key"] == key
 

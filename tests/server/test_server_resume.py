@@ -121,4 +121,4 @@ async def test_join_reports_status_and_last_seq(server: Server) -> None:
     await customer.ok("message", {"conversation_id": cid, "client_id": "1", "text": "hi"})
     assert (await customer.ok("join", {"conversation_id": cid}))["last_seq"] == 1
     async with parts(server).store.read() as tx:
-        assert (await tx.conversation(cid)).last_seq == 1  # type: ignore[union-attr]
+        assert (await tx.conversations.get(cid)).last_seq == 1  # type: ignore[union-attr]

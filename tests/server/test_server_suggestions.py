@@ -10,7 +10,7 @@ import json
 
 import pytest
 from handoff.app import create_app
-from handoff.service import SuggestionRequest
+from handoff.outcomes import SuggestionRequest
 from handoff.settings import Settings, SettingsError
 from handoff_testing import ContextEchoTestProvider, GatedTestProvider, StartServer, parts
 
@@ -68,7 +68,7 @@ async def test_suggestions_follow_the_conversation_and_only_the_claimer_gets_the
     assert bot_c.events(EV_SUGGESTIONS) == []
     offered = {i["suggestion_id"] for s in alice_c.events(EV_SUGGESTIONS) for i in s["items"]}
     async with parts(server).store.read() as tx:
-        rows = await tx.suggestions_for(cid)
+        rows = await tx.suggestions.of_conversation(cid)
     assert offered <= {r["suggestion_id"] for r in rows}
     row = next(r for r in rows if r["suggestion_id"] == on_claim["items"][0]["suggestion_id"])
     assert (row["for_seq"], row["strategy"], row["rank"], row["label"], row["agent_id"]) == (
@@ -84,7 +84,7 @@ async def test_suggestions_follow_the_conversation_and_only_the_claimer_gets_the
                                                          "action": "sent"})
     assert refused["error"]["code"] == ERR_NOT_FOUND
     async with parts(server).store.read() as tx:
-        feedback = await tx.feedback_for(cid)
+        feedback = await tx.feedback.of_conversation(cid)
     assert [(f["suggestion_id"], f["agent_id"], f["action"]) for f in feedback] == [(sid, alice.agent_id, "edited")]
 
 
@@ -111,7 +111,8 @@ async def test_a_slow_provider_never_delays_chat_and_stale_results_are_dropped(s
     await alice_c.wait_for(EV_SUGGESTIONS, lambda e: e["items"][0]["text"] == "reply to: q9")
     assert [s["for_seq"] for s in alice_c.events(EV_SUGGESTIONS)] == [acks[-1]["seq"], acks[-1]["seq"] + 1]
     async with parts(server).store.read() as tx:
-        assert {r["for_seq"] for r in await tx.suggestions_for(cid)} == {acks[-1]["seq"], acks[-1]["seq"] + 1}
+        stored = await tx.suggestions.of_conversation(cid)
+    assert {r["for_seq"] for r in stored} == {acks[-1]["seq"], acks[-1]["seq"] + 1}
 
 
 async def test_a_result_for_an_older_seq_is_not_stored_or_sent(start_server: StartServer) -> None:
@@ -124,15 +125,15 @@ async def test_a_result_for_an_older_seq_is_not_stored_or_sent(start_server: Sta
     customer, alice_c = await server.client(customer_token), await server.client(alice.token)
     claim = await alice_c.ok("claim", {"conversation_id": cid})
     await alice_c.wait_for(EV_SUGGESTIONS)
-    service = parts(server).service
+    sidebar = parts(server).services.sidebar
     old = SuggestionRequest(cid, bot.bot_id, alice.agent_id, claim["seq"])
-    prepared = await service.compute_suggestions(old)
+    prepared = await sidebar.compute(old)
     assert prepared is not None  # still current when computed ...
     await customer.ok("message", {"conversation_id": cid, "client_id": "c1", "text": "newer"})
-    assert await service.offer_suggestions(prepared) is None  # ... stale by the time it is ready: dropped
-    assert await service.compute_suggestions(old) is None  # and not even computed once stale
+    assert await sidebar.offer(prepared) is None  # ... stale by the time it is ready: dropped
+    assert await sidebar.compute(old) is None  # and not even computed once stale
     async with parts(server).store.read() as tx:
-        stored_ids = {r["suggestion_id"] for r in await tx.suggestions_for(cid)}
+        stored_ids = {r["suggestion_id"] for r in await tx.suggestions.of_conversation(cid)}
     assert not stored_ids & {r["suggestion_id"] for r in prepared.rows}
 
 
@@ -151,7 +152,7 @@ async def test_without_a_provider_no_suggestions_are_ever_sent(start_server: Sta
     await asyncio.sleep(0.2)  # background tasks would have had time to answer
     assert alice_c.events(EV_SUGGESTIONS) == []
     async with parts(server).store.read() as tx:
-        assert await tx.suggestions_for(cid) == []
+        assert await tx.suggestions.of_conversation(cid) == []
 
 
 async def test_a_provider_can_be_named_in_the_settings(start_server: StartServer) -> None:
@@ -168,7 +169,7 @@ async def test_a_provider_can_be_named_in_the_settings(start_server: StartServer
 @pytest.mark.parametrize("spec", ["no_colon", "no_such_module_xyz:make", "handoff_testing:no_such_factory",
                                   "handoff_testing:WAIT_S"])
 async def test_a_wrong_provider_setting_is_refused_at_start(spec: str, tmp_path: object) -> None:
-    app = create_app(Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/h.db", suggestion_provider=spec))
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path}/h.db", suggestion_provider=spec))
     from aiohttp import web
 
     runner = web.AppRunner(app)

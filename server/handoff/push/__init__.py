@@ -94,7 +94,7 @@ class PushNotifier:
         started = time.monotonic()
         try:
             async with self.store.read() as tx:
-                devices = await tx.devices_for_bot(notice.bot_id)
+                devices = await tx.devices.for_bot(notice.bot_id)
             if not devices:
                 return []
             message = message_for(notice, self.settings.push_ttl_s, self.settings.push_urgency)
@@ -109,8 +109,8 @@ class PushNotifier:
             expired = [r["device_id"] for r in rows if r["outcome"] == EXPIRED]
 
             async def record(tx: Any) -> None:
-                await tx.insert_push_deliveries(rows)
-                await tx.delete_devices(expired)
+                await tx.push_deliveries.insert(rows)
+                await tx.devices.delete_many(expired)
 
             await self.store.write(record)
             delivered = sum(r["outcome"] == DELIVERED for r in rows)

@@ -69,14 +69,14 @@ async def load_vapid(settings: Settings, store: Store) -> Vapid02:
         return _from_file(Path(settings.vapid_key_file))
 
     async def read(tx: Tx) -> str | None:
-        return await tx.secret(VAPID_SECRET)
+        return await tx.secrets.get(VAPID_SECRET)
 
     async with store.read() as tx:
         stored = await read(tx)
     if stored is None:
         fresh = _pem(_generate().private_key)
         try:
-            await store.write(lambda tx: tx.insert_secret(VAPID_SECRET, fresh))
+            await store.write(lambda tx: tx.secrets.insert(VAPID_SECRET, fresh))
             log.info("generated the VAPID key pair and stored it in the database")
         except IntegrityError:
             pass  # another process starting at the same time stored its key first: use that one
