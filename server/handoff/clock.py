@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Clock(Protocol):
@@ -49,12 +49,21 @@ class SystemClock:
 
 
 class ManualClock:
-    """A clock that moves only when told to. Wall time starts at ``start`` (default: now), monotonic time at 0."""
+    """A clock that moves only when told to. Wall time starts at ``start`` (default: now), monotonic time at 0.
+
+    :meth:`advance` moves it and wakes the waits that are over; :meth:`settle` returns once every task that has
+    waited on this clock is waiting on it again with nothing left to wake it (the work for the new time is done), so
+    a test can check what the background loops did without sleeping.
+    """
 
     def __init__(self, start: float | None = None) -> None:
         self._start = time.time() if start is None else start
         self._elapsed = 0.0
         self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+        self._participants: set[asyncio.Task[Any]] = set()
+        # task -> (the event it also waits for, the future the clock resolves when its time is up)
+        self._waiting: dict[asyncio.Task[Any], tuple[asyncio.Event | None, asyncio.Future[None]]] = {}
+        self._changed = asyncio.Event()
 
     def time(self) -> float:
         return self._start + self._elapsed
@@ -74,20 +83,55 @@ class ManualClock:
                 future.set_result(None)
 
     async def sleep(self, seconds: float) -> None:
+        await self._wait(None, seconds)
+
+    async def wait(self, event: asyncio.Event, seconds: float) -> None:
+        await self._wait(event, seconds)
+
+    async def _wait(self, event: asyncio.Event | None, seconds: float) -> None:
+        if event is not None and event.is_set():
+            return
         if seconds <= 0:
             await asyncio.sleep(0)
             return
+        task = asyncio.current_task()
+        assert task is not None
+        if task not in self._participants:
+            self._participants.add(task)
+            task.add_done_callback(lambda _: self._changed.set())
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._sleepers.append((self._elapsed + seconds, future))
-        await future
-
-    async def wait(self, event: asyncio.Event, seconds: float) -> None:
-        if event.is_set():
-            return
-        woken = asyncio.ensure_future(event.wait())
-        slept = asyncio.ensure_future(self.sleep(seconds))
+        entry = (self._elapsed + seconds, future)
+        self._sleepers.append(entry)
+        self._waiting[task] = (event, future)
+        self._changed.set()
+        woken = asyncio.ensure_future(event.wait()) if event is not None else None
         try:
-            await asyncio.wait((woken, slept), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([f for f in (future, woken) if f is not None], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (woken, slept):
-                task.cancel()
+            self._waiting.pop(task, None)
+            if entry in self._sleepers:
+                self._sleepers.remove(entry)
+            if woken is not None:
+                woken.cancel()
+
+    def _idle(self) -> bool:
+        for task in self._participants:
+            if task.done():
+                continue
+            waiting = self._waiting.get(task)
+            if waiting is None:
+                return False  # running: its work is not done
+            event, future = waiting
+            if future.done() or (event is not None and event.is_set()):
+                return False  # about to wake
+        return True
+
+    async def settle(self, timeout_s: float = 30.0) -> None:
+        """Return once every live task that waits on this clock is waiting again and not about to wake.
+
+        Raises TimeoutError when that does not happen within ``timeout_s`` real seconds (a loop stuck elsewhere).
+        """
+        async with asyncio.timeout(timeout_s):
+            while not self._idle():
+                self._changed.clear()
+                await self._changed.wait()

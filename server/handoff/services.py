@@ -54,7 +54,8 @@ def build_services(store: Store, *, notifier: Notifier, provider: SuggestionProv
     clock = clock if clock is not None else SystemClock()
     metrics = metrics if metrics is not None else HandoffMetrics()
     ladder = ladder if ladder is not None else LadderConfig(None, None, None, None)
-    typing_service = TypingService(store, typing or TypingTracker(timeout_s=5.0, throttle_s=1.0), clock)
+    tracker = typing if typing is not None else TypingTracker(timeout_s=5.0, throttle_s=1.0)
+    typing_service = TypingService(store, tracker, clock)
     sidebar = SidebarService(store, provider, k=suggestions_k, timeout_s=suggestion_timeout_s)
     return Services(
         directory=DirectoryService(store, ladder),

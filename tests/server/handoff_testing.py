@@ -214,16 +214,18 @@ StartServer = Callable[..., Awaitable[Server]]
 
 @contextlib.asynccontextmanager
 async def server_starter(database_url: str, **defaults: Any) -> AsyncIterator[StartServer]:
-    """``start(provider=None, **overrides)`` starts an app on a free loopback port in the current event loop (settings
-    ``defaults`` overridden by ``overrides``); every server it started closes its clients and stops on exit."""
+    """``start(provider=None, clock=None, **overrides)`` starts an app on a free loopback port in the current event loop
+    (settings ``defaults`` overridden by ``overrides``; ``clock``: e.g. a ``ManualClock`` the test moves); every server
+    it started closes its clients and stops on exit."""
     from handoff.app import create_app
 
     runners: list[web.AppRunner] = []
     servers: list[Server] = []
     http = aiohttp.ClientSession()
 
-    async def start(provider: Any = None, **overrides: Any) -> Server:
-        app = create_app(settings_for(database_url, **{**defaults, **overrides}), suggestion_provider=provider)
+    async def start(provider: Any = None, clock: Any = None, **overrides: Any) -> Server:
+        app = create_app(settings_for(database_url, **{**defaults, **overrides}), suggestion_provider=provider,
+                         clock=clock)
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
         runners.append(runner)
@@ -299,13 +301,15 @@ class WebhookReceiver:
         self.fail_first = fail_first
         self.calls: list[tuple[dict[str, str], bytes]] = []
         self.arrived: list[float] = []  # time.perf_counter() of each call
-        self.received = asyncio.Event()
+        self.received = asyncio.Event()  # a webhook was accepted (2xx)
+        self.attempted = asyncio.Event()  # a webhook arrived, whatever the answer
         self.url = ""
         self._runner: web.AppRunner | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
         self.calls.append((dict(request.headers), await request.read()))
         self.arrived.append(time.perf_counter())
+        self.attempted.set()
         if len(self.calls) <= self.fail_first:
             return web.Response(status=503, text="try again")
         self.received.set()

@@ -15,10 +15,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from handoff.clock import ManualClock
 from handoff.ladder import LadderConfig, expected_wait
 from handoff.pilot import load_pilot
 from handoff.settings import Settings
-from handoff_testing import ADMIN_KEY, Bot, Server, WebhookReceiver, parts, serve_process
+from handoff.store import open_store
+from handoff_testing import ADMIN_KEY, Bot, Server, StartServer, WebhookReceiver, parts, serve_process
 from push_testing import LocalPushService
 
 from copilot.protocol import EV_ESCALATION, EV_STATUS
@@ -41,11 +43,24 @@ async def escalation_row(server: Server, conversation_id: str) -> dict[str, Any]
     return row
 
 
+async def escalation_row_of(database_url: str, conversation_id: str) -> dict[str, Any]:
+    """The escalation row as stored, read over a connection of the test's own (the server is another process)."""
+    store = await open_store(database_url)
+    try:
+        async with store.read() as tx:
+            (row,) = await tx.escalations.of_conversation(conversation_id)
+        return row
+    finally:
+        await store.close()
+
+
 def is_notice(conversation_id: str) -> Any:
     return lambda e: e["conversation_id"] == conversation_id and e.get("notice") == "expected_wait"
 
 
-async def test_rungs_fire_in_order_with_the_expected_wait(server: Server, receiver: WebhookReceiver) -> None:
+async def test_rungs_fire_in_order_with_the_expected_wait(start_server: StartServer, receiver: WebhookReceiver) -> None:
+    clock = ManualClock()
+    server = await start_server(clock=clock)
     push = await LocalPushService().start()
     try:
         bot = await server.bot()
@@ -59,42 +74,52 @@ async def test_rungs_fire_in_order_with_the_expected_wait(server: Server, receiv
                             json={"kind": "webpush", "subscription": push.subscribe().json()})
         agent = await server.client(alice.token)
 
-        # History: an earlier escalation of this bot, claimed after a while.
+        # History: an earlier escalation of this bot, claimed 0.6 s later.
         earlier, _ = await server.conversation(bot)
         await server.escalate(bot, earlier)
-        await asyncio.sleep(0.6)
+        clock.advance(0.6)
+        await clock.settle()
         await agent.ok("claim", {"conversation_id": earlier})
         row = await escalation_row(server, earlier)
         took = row["claimed_at"] - row["escalated_at"]
+        assert took == pytest.approx(0.6)
         earlier_rungs = Counter(rung for _, rung in json.loads(row["plan"])[: row["next_rung"]])
 
         cid, customer_token = await server.conversation(bot)
         customer = await server.client(customer_token)
         bot_c = await server.client(bot.api_key)
         await customer.ok("join", {"conversation_id": cid})
-        sent = time.perf_counter()
         await server.escalate(bot, cid, transcript=[{"role": "customer", "text": "anyone there?"}])
 
+        # Each rung at its time and not before, in order.
+        clock.advance(0.29)
+        await clock.settle()
+        assert [e for e in customer.events(EV_STATUS, cid) if e.get("notice")] == []
+        clock.advance(0.01)
         notice = await customer.wait_for(EV_STATUS, is_notice(cid))
         assert notice["status"] == "waiting" and "seq" not in notice  # a notice, not a stored change
-        assert notice["waited_s"] >= 0.3 and notice["expected_wait_s"] == pytest.approx(
-            took - notice["waited_s"], abs=0.11)
+        assert notice["waited_s"] == 0.3 and notice["expected_wait_s"] == round(took - 0.3, 1)
         assert (await bot_c.wait_for(EV_STATUS, is_notice(cid)))["expected_wait_s"] == notice["expected_wait_s"]
+
+        clock.advance(0.39)
+        await clock.settle()
+        assert [e for e in agent.events(EV_ESCALATION, cid) if e["renotify"] > 0] == []
+        clock.advance(0.01)
         reminder = await agent.wait_for(EV_ESCALATION, lambda e: e["conversation_id"] == cid and e["renotify"] == 1)
         assert reminder["preview"] == "anyone there?" and reminder["seq"] == 2
         pushes = await push.wait_for(2, lambda r: r.payload["data"]["conversation_id"] == cid)
         assert [p.payload["data"]["renotify"] for p in pushes] == ["0", "1"]
         assert pushes[1].payload["title"] == "Test bot: still waiting for an agent"
-        await asyncio.wait_for(receiver.received.wait(), 10)
+
+        clock.advance(0.39)
+        await clock.settle()
+        assert receiver.calls == []
+        clock.advance(0.01)
+        await clock.settle()  # the rung wrote the webhook; the deliverer, woken, posted it
         (body,) = receiver.bodies()
-        assert body["event"] == "unclaimed" and body["conversation_id"] == cid and body["waited_s"] >= 1.1
+        assert body["event"] == "unclaimed" and body["conversation_id"] == cid and body["waited_s"] == 1.1
         assert body["preview"] == "anyone there?" and body["seq"] == 2
 
-        # In order, and none before its time (the escalation was sent at ``sent``).
-        t_notice = customer.arrival(EV_STATUS, is_notice(cid))
-        t_reminder = agent.arrival(EV_ESCALATION, lambda e: e["conversation_id"] == cid and e["renotify"] == 1)
-        assert sent + 0.3 <= t_notice < t_reminder < receiver.arrived[0]
-        assert t_reminder >= sent + 0.7 and receiver.arrived[0] >= sent + 1.1
         row = await escalation_row(server, cid)
         assert row["next_rung"] == 3 and row["due_at"] is None and row["state"] == "waiting"
         metrics = parts(server).metrics.registry
@@ -105,7 +130,9 @@ async def test_rungs_fire_in_order_with_the_expected_wait(server: Server, receiv
         await push.stop()
 
 
-async def test_a_claim_during_the_ladder_stops_it(server: Server, receiver: WebhookReceiver) -> None:
+async def test_a_claim_during_the_ladder_stops_it(start_server: StartServer, receiver: WebhookReceiver) -> None:
+    clock = ManualClock()
+    server = await start_server(clock=clock)
     bot = await server.bot()
     await set_ladder(server, bot, wait_notice_after_s=0.3, renotify_after_s=0.3, fallback_after_s=0.6,
                      fallback_webhook=receiver.url)
@@ -123,7 +150,10 @@ async def test_a_claim_during_the_ladder_stops_it(server: Server, receiver: Webh
     assert row["state"] == "claimed" and row["due_at"] is None and row["next_rung"] == 0
 
     # Once the control conversation's last rung has fired, every rung of the claimed one would have too.
-    await asyncio.wait_for(receiver.received.wait(), 10)
+    clock.advance(0.3)
+    await clock.settle()
+    clock.advance(0.3)
+    await clock.settle()
     await customers[1].wait_for(EV_STATUS, is_notice(control))
     await agent.wait_for(EV_ESCALATION, lambda e: e["conversation_id"] == control and e["renotify"] == 1)
     assert [b["conversation_id"] for b in receiver.bodies()] == [control]
@@ -159,7 +189,8 @@ async def test_the_ladder_survives_a_restart_between_two_rungs(database_url: str
             (body,) = receiver.bodies()
             assert body["event"] == "unclaimed" and body["conversation_id"] == cid and body["waited_s"] >= 2.5
             # The reminder that fired before the crash is not repeated; nothing fires after the last rung.
-            await asyncio.sleep(0.5)
+            row = await escalation_row_of(database_url, cid)
+            assert row["next_rung"] == 2 and row["due_at"] is None
             assert agent.events(EV_ESCALATION, cid) == [] and len(receiver.calls) == 1
             await server.close_clients()
             assert second.stop() == 0

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from handoff.clock import ManualClock
 from handoff_testing import Server, StartServer, WebhookReceiver, parts
 
 from copilot.protocol import (
@@ -32,15 +33,11 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
     await hook.stop()
 
 
-async def settled_webhook(server: Server, conversation_id: str) -> dict[str, Any]:
-    """The conversation's one outbox row, once it is no longer pending."""
-    for _ in range(200):
-        async with parts(server).store.read() as tx:
-            (row,) = await tx.webhooks.of_conversation(conversation_id)
-        if row["state"] != "pending":
-            return row
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"webhook still pending: {row}")
+async def webhook_row(server: Server, conversation_id: str) -> dict[str, Any]:
+    """The conversation's one outbox row."""
+    async with parts(server).store.read() as tx:
+        (row,) = await tx.webhooks.of_conversation(conversation_id)
+    return row
 
 
 def kinds(events: list[dict[str, Any]]) -> list[str]:
@@ -199,7 +196,8 @@ async def test_claim_subscribes_every_socket_of_the_agent(server: Server) -> Non
 
 
 async def test_typing_is_throttled_and_expires_without_stop(start_server: StartServer) -> None:
-    server = await start_server(typing_timeout_s=0.6, typing_throttle_s=30.0)
+    clock = ManualClock()
+    server = await start_server(clock=clock, typing_timeout_s=0.6, typing_throttle_s=30.0)
     bot = await server.bot()
     alice = await server.agent(bot)
     cid, customer_token = await server.conversation(bot)
@@ -210,7 +208,11 @@ async def test_typing_is_throttled_and_expires_without_stop(start_server: StartS
     for _ in range(5):  # a burst of starts is forwarded once
         await customer.ok("typing", {"conversation_id": cid, "state": "start"})
     await alice_c.wait_for(EV_TYPING, lambda e: e["state"] == "start")
-    # No stop ever comes from the customer: the server sends it by itself after the timeout.
+    # No stop ever comes from the customer: the server sends it by itself after the timeout, not before.
+    clock.advance(0.5)
+    await clock.settle()
+    assert [e["state"] for e in alice_c.events(EV_TYPING)] == ["start"]
+    clock.advance(0.2)
     stop = await alice_c.wait_for(EV_TYPING, lambda e: e["state"] == "stop")
     assert stop == {"conversation_id": cid, "role": "customer", "state": "stop"}
     assert [e["state"] for e in alice_c.events(EV_TYPING)] == ["start", "stop"]
@@ -225,8 +227,10 @@ async def test_typing_is_throttled_and_expires_without_stop(start_server: StartS
 
 async def test_webhook_is_retried_until_delivered_and_signed(start_server: StartServer) -> None:
     receiver = await WebhookReceiver(fail_first=2).start()
+    clock = ManualClock()
     try:
-        server = await start_server(webhook_secret="s3cret-signing-key")
+        server = await start_server(clock=clock, webhook_secret="s3cret-signing-key", webhook_backoff_s=0.5,
+                                    webhook_poll_s=0.2)
         bot = await server.bot(webhook=receiver.url)
         alice = await server.agent(bot)
         cid, _ = await server.conversation(bot)
@@ -234,15 +238,28 @@ async def test_webhook_is_retried_until_delivered_and_signed(start_server: Start
         await server.escalate(bot, cid, transcript=[{"role": "customer", "text": "help"}])
         await alice_c.ok("claim", {"conversation_id": cid})
         await alice_c.ok("hand_back", {"conversation_id": cid})
-        await asyncio.wait_for(receiver.received.wait(), 10)
-        assert len(receiver.calls) == 3  # two 503s, then delivered
+        await clock.settle()
+        assert len(receiver.calls) == 1  # a 503: the next attempt after the backoff, 0.5 s, doubling
+        row = await webhook_row(server, cid)
+        assert row["state"] == "pending" and row["attempts"] == 1 and row["next_attempt_at"] == clock.time() + 0.5
+        for _ in range(2):  # the deliverer polls every 0.2 s: not before the backoff is over
+            clock.advance(0.2)
+            await clock.settle()
+            assert len(receiver.calls) == 1
+        clock.advance(0.2)
+        await clock.settle()
+        assert len(receiver.calls) == 2
+        assert (await webhook_row(server, cid))["next_attempt_at"] == clock.time() + 1.0
+        clock.advance(1.0)
+        await clock.settle()
+        assert len(receiver.calls) == 3 and receiver.received.is_set()  # two 503s, then delivered
         assert [h["X-Handoff-Attempt"] for h, _ in receiver.calls] == ["1", "2", "3"]
         headers, body = receiver.calls[-1]
         expected = hmac.new(b"s3cret-signing-key", body, hashlib.sha256).hexdigest()
         assert headers["X-Handoff-Signature"] == f"sha256={expected}"
         assert len({h["X-Handoff-Delivery"] for h, _ in receiver.calls}) == 1
-        row = await settled_webhook(server, cid)
-        assert row["state"] == "delivered" and row["attempts"] == 3 and row["delivered_at"] is not None
+        row = await webhook_row(server, cid)
+        assert row["state"] == "delivered" and row["attempts"] == 3 and row["delivered_at"] == clock.time()
     finally:
         await receiver.stop()
 
@@ -250,8 +267,9 @@ async def test_webhook_is_retried_until_delivered_and_signed(start_server: Start
 async def test_webhook_gives_up_after_the_attempts_and_says_so(start_server: StartServer,
                                                                caplog: pytest.LogCaptureFixture) -> None:
     receiver = await WebhookReceiver(fail_first=100).start()
+    clock = ManualClock()
     try:
-        server = await start_server(webhook_max_attempts=2)
+        server = await start_server(clock=clock, webhook_max_attempts=2)
         bot = await server.bot(webhook=receiver.url)
         alice = await server.agent(bot)
         cid, _ = await server.conversation(bot)
@@ -260,7 +278,12 @@ async def test_webhook_gives_up_after_the_attempts_and_says_so(start_server: Sta
         await alice_c.ok("claim", {"conversation_id": cid})
         with caplog.at_level("WARNING", logger="handoff.webhooks"):
             await alice_c.ok("hand_back", {"conversation_id": cid})
-            row = await settled_webhook(server, cid)
+            await clock.settle()
+            clock.advance(0.2)  # the backoff (0.1 s) is over at the deliverer's next poll
+            await clock.settle()
+            clock.advance(3600.0)  # no third attempt, however long one waits
+            await clock.settle()
+            row = await webhook_row(server, cid)
         assert row["state"] == "failed" and row["attempts"] == 2 and len(receiver.calls) == 2
         assert any("FAILED for good after 2 attempts" in r.getMessage() for r in caplog.records)
     finally:
