@@ -1,4 +1,4 @@
-"""The suggestion provider backed by MLflow champions (B6): ``models:/copilot-<bot_id>@champion``.
+"""The suggestion provider backed by MLflow champions: ``models:/copilot-<bot_id>@champion``.
 
 Used by default when ``HANDOFF_MLFLOW_TRACKING_URI`` (or ``MLFLOW_TRACKING_URI``) is set and no
 ``HANDOFF_SUGGESTION_PROVIDER`` is. The work (registry, loading, prediction off the event loop, alias refresh every

@@ -236,7 +236,7 @@ class HttpApi:
     async def queue(self, request: web.Request) -> web.Response:
         who = await self._who(request)
         status = payloads.status_filter(request.query.get("status"))
-        return web.json_response(await self.services.conversations.queue(who, status))
+        return web.json_response(await self.services.inbox.queue(who, status))
 
     async def escalate(self, request: web.Request) -> web.Response:
         who = await self._who(request)
@@ -249,7 +249,7 @@ class HttpApi:
         who = await self._who(request)
         cid = payloads.path_id(request.match_info["conversation_id"], "conversation id", conversation=True)
         after = payloads.after_seq(request.query.get("after_seq"))
-        return web.json_response(await self.services.conversations.events(who, cid, after))
+        return web.json_response(await self.services.inbox.events(who, cid, after))
 
     async def suggestions(self, request: web.Request) -> web.Response:
         who = await self._who(request)

@@ -1,4 +1,4 @@
-"""Handoff metrics (B13) in Prometheus format, served at ``GET /metrics``.
+"""Handoff metrics in Prometheus format, served at ``GET /metrics``.
 
 Each app has its own :class:`prometheus_client.CollectorRegistry` (never the global one: several apps live in one
 test process, and a server's numbers must not mix with another's). Counters count what was committed to the

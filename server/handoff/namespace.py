@@ -51,6 +51,7 @@ class HandoffNamespace(socketio.AsyncNamespace):
         self.metrics = metrics if metrics is not None else services.metrics
         self.store = store
         self.conversations = services.conversations
+        self.inbox = services.inbox
         self.typing = services.typing
         self.sidebar = services.sidebar
         self.delivery = delivery
@@ -121,7 +122,7 @@ class HandoffNamespace(socketio.AsyncNamespace):
     # -- protocol events --------------------------------------------------------------------------------------
     async def on_join(self, sid: str, who: Principal, data: Any) -> Ack:
         ref = payloads.conversation_ref(data, "join")
-        return (await self.delivery.run(ref.conversation_id, sid, lambda: self.conversations.join(who, ref))).ack
+        return (await self.delivery.run(ref.conversation_id, sid, lambda: self.inbox.join(who, ref))).ack
 
     async def on_message(self, sid: str, who: Principal, data: Any) -> Ack:
         msg = payloads.message(data)
@@ -154,4 +155,4 @@ class HandoffNamespace(socketio.AsyncNamespace):
 
     async def on_resume(self, sid: str, who: Principal, data: Any) -> Ack:
         res = payloads.resume(data)
-        return (await self.delivery.run(res.conversation_id, sid, lambda: self.conversations.resume(who, res))).ack
+        return (await self.delivery.run(res.conversation_id, sid, lambda: self.inbox.resume(who, res))).ack

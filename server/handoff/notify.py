@@ -1,4 +1,4 @@
-"""Telling agents about an escalation (B1): the Notifier interface, the in-app notification, and the composite.
+"""Telling agents about an escalation: the Notifier interface, the in-app notification, and the composite.
 
 The service calls :meth:`Notifier.escalated` once the escalation is stored, and the unclaimed-escalation ladder
 (handoff.ladder) calls it again for each re-notification (``renotify`` counts them). The app's notifier is a

@@ -2,6 +2,7 @@
 
 - :class:`~handoff.directory.DirectoryService`: bots, agents, keys and devices;
 - :class:`~handoff.conversations.ConversationService`: conversations, messages and the state machine's moves;
+- :class:`~handoff.inbox.InboxService`: what parties read: queues, events, join and resume;
 - :class:`~handoff.typing.TypingService`: typing indicators;
 - :class:`~handoff.sidebar.SidebarService`: the copilot's suggestions and what agents did with them;
 - :class:`~handoff.ladder.LadderService`: the unclaimed-escalation ladder's rungs.
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from handoff.clock import Clock, SystemClock
 from handoff.conversations import ConversationService
 from handoff.directory import DirectoryService
+from handoff.inbox import InboxService
 from handoff.ladder import LadderConfig, LadderService
 from handoff.metrics import HandoffMetrics
 from handoff.notify import Notifier
@@ -27,6 +29,7 @@ from handoff.typing import TypingService, TypingTracker
 class Services:
     directory: DirectoryService
     conversations: ConversationService
+    inbox: InboxService
     typing: TypingService
     sidebar: SidebarService
     ladder: LadderService
@@ -61,6 +64,7 @@ def build_services(store: Store, *, notifier: Notifier, provider: SuggestionProv
         directory=DirectoryService(store, ladder),
         conversations=ConversationService(store, clock=clock, notifier=notifier, typing=typing_service,
                                           metrics=metrics, ladder=ladder, suggesting=sidebar.enabled),
+        inbox=InboxService(store),
         typing=typing_service,
         sidebar=sidebar,
         ladder=LadderService(store, clock=clock, notifier=notifier, metrics=metrics, ladder=ladder,

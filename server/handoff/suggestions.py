@@ -1,4 +1,4 @@
-"""The copilot sidebar hook (B6): the interface the server asks for reply suggestions, and the default.
+"""The copilot sidebar hook: the interface the server asks for reply suggestions, and the default.
 
 The server calls :meth:`SuggestionProvider.suggest` on claim, on every customer message while the conversation is
 claimed, and after each message of the claiming agent, with the context built from the stored events by

@@ -1,4 +1,4 @@
-"""A dropped and restored connection (B9) in the real browser: while one side is offline the other keeps writing,
+"""A dropped and restored connection in the real browser: while one side is offline the other keeps writing,
 and the offline side writes too; once back, each page shows every message exactly once, in the stored order, and
 the database holds each message once."""
 

@@ -1,4 +1,4 @@
-"""First claim wins (B2): 50 agents claim one waiting conversation at once, 100 times, through the real server; and
+"""First claim wins: 50 agents claim one waiting conversation at once, 100 times, through the real server; and
 the compare-and-set itself, with claims racing on separate database connections (no lock of this process between
 them), on SQLite and PostgreSQL."""
 

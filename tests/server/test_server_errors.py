@@ -1,4 +1,4 @@
-"""Isolation (B11) and every error code of the protocol: each bad input gets a clear error and changes nothing."""
+"""Isolation between tenants and every error code of the protocol: each bad input gets a clear error and changes nothing."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The unclaimed-escalation ladder (B10) with short test timings, on SQLite and PostgreSQL: the rungs fire in order
+"""The unclaimed-escalation ladder with short test timings, on SQLite and PostgreSQL: the rungs fire in order
 (the wait notice with the expected wait from recent times to claim, the reminder in-app and by push, the fallback
 webhook through the durable outbox), a claim stops the ladder, and a real ``handoff serve`` killed between two rungs
 resumes the ladder after its restart. Plus the per-bot ladder settings."""

@@ -1,4 +1,4 @@
-"""Handoff metrics (B13) at GET /metrics, read as Prometheus reads them, change as a scripted conversation runs; each
+"""Handoff metrics at GET /metrics, read as Prometheus reads them, change as a scripted conversation runs; each
 app has its own registry, so two servers in one process never mix their numbers."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Push notifications (B1) with real protocols against local services, on SQLite and PostgreSQL.
+"""Push notifications with real protocols against local services, on SQLite and PostgreSQL.
 
 Web Push is checked end to end: subscriptions are made as a browser makes them, the local push service verifies the
 VAPID JWT against the server's published key and decrypts each payload with the subscription's own keys. FCM and

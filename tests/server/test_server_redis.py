@@ -1,4 +1,4 @@
-"""Several processes (B12): two real ``handoff serve`` processes share one PostgreSQL database and a Redis message
+"""Several processes: two real ``handoff serve`` processes share one PostgreSQL database and a Redis message
 queue (HANDOFF_REDIS_URL). Agents connected to either process race for the same conversations: the database's
 compare-and-set still lets exactly one win, and notifications, claims and messages cross between processes."""
 

@@ -1,4 +1,4 @@
-"""A restart loses nothing (B12): a real ``handoff serve`` process is killed with SIGKILL while clients write,
+"""A restart loses nothing: a real ``handoff serve`` process is killed with SIGKILL while clients write,
 then started again on the same database. Every acknowledged event is there, credentials still work, the seq goes
 on, a resent client_id keeps its seq, and a hand-back webhook that could not be delivered before is delivered by the
 new process."""

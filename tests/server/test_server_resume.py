@@ -1,4 +1,4 @@
-"""Reconnect (B9) and idempotent resends (B4): a client that was away gets exactly what it missed, in order, once;
+"""Reconnect and idempotent resends: a client that was away gets exactly what it missed, in order, once;
 a resent client_id is stored once and acknowledged with its first seq."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The copilot sidebar hook (B6) with test providers that implement the real SuggestionProvider interface:
+"""The copilot sidebar hook with test providers that implement the real SuggestionProvider interface:
 suggestions go to the claiming agent only, on claim, on customer messages and after the agent's own messages;
 the context is exactly ``context_from_events`` over the stored events; stale results are dropped; feedback is
 recorded; a slow provider never delays chat; and without a provider nothing is ever sent."""

@@ -1,4 +1,4 @@
-"""Push notifications to agents' devices (B1): one fan-out per escalation, in parallel, off the chat path.
+"""Push notifications to agents' devices: one fan-out per escalation, in parallel, off the chat path.
 
 :class:`PushNotifier` is a :class:`~handoff.notify.Notifier`: told about an escalation (or a ladder reminder), it
 starts a background task and returns at once, so neither the escalation's ack nor the in-app ``escalation`` event
