@@ -348,7 +348,7 @@ def plot(results: list[Result], path: Path) -> None:
 async def main_async(args: argparse.Namespace) -> int:
     load_before = f"{os.getloadavg()[0]:.1f}"
     with tempfile.TemporaryDirectory() as tmp:
-        database_url = args.database_url or f"sqlite+aiosqlite:///{Path(tmp) / 'notify.db'}"
+        database_url = args.database_url or f"sqlite:///{Path(tmp) / 'notify.db'}"
         env = {**os.environ, "HANDOFF_DATABASE_URL": database_url, "HANDOFF_ADMIN_KEY": ADMIN_KEY,
                "HANDOFF_LOG_LEVEL": os.environ.get("HANDOFF_BENCH_LOG_LEVEL", "WARNING"),
                "HANDOFF_HTTP_RATE_LIMIT_PER_S": "100000", "HANDOFF_HTTP_RATE_LIMIT_BURST": "100000",

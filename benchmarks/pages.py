@@ -211,7 +211,7 @@ def main() -> None:
     if not os.access(CHROMIUM, os.X_OK):
         sys.exit(f"no Chromium at {CHROMIUM}: apt-get install -y chromium (or set HANDOFF_TEST_CHROMIUM)")
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "HANDOFF_DATABASE_URL": f"sqlite+aiosqlite:///{Path(tmp) / 'pages.db'}",
+        env = {**os.environ, "HANDOFF_DATABASE_URL": f"sqlite:///{Path(tmp) / 'pages.db'}",
                "HANDOFF_ADMIN_KEY": ADMIN_KEY, "HANDOFF_LOG_LEVEL": "WARNING"}
         server = subprocess.Popen([sys.executable, "-m", "handoff", "serve", "--port", "0"], stdout=subprocess.PIPE,
                                   text=True, env=env)

@@ -252,7 +252,7 @@ async def measured(run: Awaitable[Result], pid: int) -> Result:
 async def main_async(args: argparse.Namespace) -> int:
     sizes = [int(x) for x in args.conversations.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        database_url = args.database_url or f"sqlite+aiosqlite:///{Path(tmp) / 'relay.db'}"
+        database_url = args.database_url or f"sqlite:///{Path(tmp) / 'relay.db'}"
         env = {**os.environ, "HANDOFF_DATABASE_URL": database_url, "HANDOFF_ADMIN_KEY": ADMIN_KEY,
                "HANDOFF_LOG_LEVEL": "WARNING",
                # The closed loop sends as fast as acks come back: keep the limiter running but out of the way.

@@ -61,8 +61,8 @@ class Settings:
     """Everything the server can be told.
 
     Attributes:
-        database_url: SQLAlchemy async URL. ``sqlite+aiosqlite:///handoff.db`` (a file in the working directory)
-            by default; ``postgresql+asyncpg://user@host/db`` for several processes.
+        database_url: SQLAlchemy URL. ``sqlite:///handoff.db`` (a file in the working directory, which the SQLite
+            store drives through pysqlite) by default; ``postgresql+asyncpg://user@host/db`` for several processes.
         admin_key: the admin credential for ``POST /bots`` and ``POST /agents``; None disables those endpoints.
         pilot_file: a TOML file declaring bots, agents and their keys, applied at start-up
             (``server/pilot.example.toml``).
@@ -120,7 +120,7 @@ class Settings:
         log_level: logging level name for ``handoff serve``.
     """
 
-    database_url: str = "sqlite+aiosqlite:///handoff.db"
+    database_url: str = "sqlite:///handoff.db"
     admin_key: str | None = None
     pilot_file: Path | None = None
     redis_url: str | None = None

@@ -61,6 +61,6 @@ async def start_server(tmp_path: Path) -> AsyncIterator[StartServer]:
     """Start servers in this test's event loop: ``await start_server(provider=..., **settings_overrides)``.
 
     Typing runs at the production pace (the server tests shorten it): an indicator must outlive a slow check."""
-    database_url = f"sqlite+aiosqlite:///{tmp_path / 'handoff.db'}"
+    database_url = f"sqlite:///{tmp_path / 'handoff.db'}"
     async with server_starter(database_url, typing_timeout_s=5.0, typing_throttle_s=1.0) as start:
         yield start

@@ -40,7 +40,7 @@ def postgres_url() -> Iterator[str]:
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The database of one test: a fresh SQLite file, or the session's PostgreSQL database (ids are unique)."""
     if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'handoff.db'}"
+        return f"sqlite:///{tmp_path / 'handoff.db'}"
     return str(request.getfixturevalue("postgres_url"))
 
 

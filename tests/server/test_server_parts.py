@@ -76,7 +76,7 @@ def test_settings_from_the_environment_name_the_bad_variable(tmp_path: Path) -> 
     assert settings.database_url == "postgresql+asyncpg://u@h/db" and settings.typing_timeout_s == 2.5
     assert settings.cors_origins == ("https://a.example", "https://b.example") and settings.admin_key is None
     assert settings.pilot_file == tmp_path / "p.toml"
-    assert Settings.from_env({}).database_url == "sqlite+aiosqlite:///handoff.db"
+    assert Settings.from_env({}).database_url == "sqlite:///handoff.db"
     with pytest.raises(SettingsError, match="HANDOFF_RATE_LIMIT_PER_S"):
         Settings.from_env({"HANDOFF_RATE_LIMIT_PER_S": "fast"})
     with pytest.raises(SettingsError, match="HANDOFF_TYPING_TIMEOUT_S"):

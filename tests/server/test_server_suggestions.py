@@ -168,7 +168,7 @@ async def test_a_provider_can_be_named_in_the_settings(start_server: StartServer
 @pytest.mark.parametrize("spec", ["no_colon", "no_such_module_xyz:make", "handoff_testing:no_such_factory",
                                   "handoff_testing:WAIT_S"])
 async def test_a_wrong_provider_setting_is_refused_at_start(spec: str, tmp_path: object) -> None:
-    app = create_app(Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/h.db", suggestion_provider=spec))
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path}/h.db", suggestion_provider=spec))
     from aiohttp import web
 
     runner = web.AppRunner(app)
