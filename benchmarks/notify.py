@@ -24,7 +24,6 @@ import asyncio
 import base64
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -36,22 +35,15 @@ from typing import Any
 
 import aiohttp
 import socketio
-from relay import stop  # the sibling benchmark script
+from benchmarking import NAMESPACE, Api, connect, cpu_seconds, handoff_env, pct, serve_forever, start, stop  # sibling
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "server"))  # the local push service lives with the tests that use it
 
-NAMESPACE = "/handoff"
-ADMIN_KEY = "bench-admin-key-0123456789abcdef"
 WARMUP_ROUNDS = 3
 GOAL_IN_APP_P99_MS = 20.0
 GOAL_PUSH_P99_MS = 100.0
-
-
-def pct(values: list[float], q: float) -> float:
-    data = sorted(values)
-    return data[min(len(data) - 1, int(q * len(data)))] if data else float("nan")
 
 
 @dataclass
@@ -91,12 +83,7 @@ def run_push_service() -> None:
         control = web.Application()
         control.router.add_post("/subscribe", subscribe)
         control.router.add_get("/results", results)
-        runner = web.AppRunner(control, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        print(f"push: serving on http://127.0.0.1:{runner.addresses[0][1]} (push at {service.url})", flush=True)
-        await asyncio.Event().wait()
+        await serve_forever(control, "push", f"(push at {service.url})")
 
     asyncio.run(main())
 
@@ -160,45 +147,21 @@ def run_bare_server() -> None:
 
         app.router.add_post("/fire", fire)
         app.router.add_post("/subscriptions", register)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        print(f"bare: serving on http://127.0.0.1:{runner.addresses[0][1]} key {public_b64}", flush=True)
-        await asyncio.Event().wait()
+        await serve_forever(app, "bare", f"key {public_b64}")
 
     asyncio.run(main())
 
 
 # -- the measuring side ---------------------------------------------------------------------------------------
-def start(cmd: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str, str]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    match = re.search(r"http://127\.0\.0\.1:\d+", line)
-    if match is None:
-        proc.kill()
-        raise SystemExit(f"{cmd[-1]} did not start: {line!r}")
-    return proc, match.group(0), line
-
-
 async def connect_agents(url: str, tokens: list[str | None],
                          arrivals: dict[str, list[float]]) -> list[socketio.AsyncClient]:
     """Connect one Socket.IO client per agent; each records when an ``escalation`` arrives, per conversation."""
-    async def one(token: str | None) -> socketio.AsyncClient:
-        client = socketio.AsyncClient(reconnection=False)
-
-        async def on_escalation(event: dict[str, Any]) -> None:
-            arrivals.setdefault(event["conversation_id"], []).append(time.monotonic())
-
-        client.on("escalation", on_escalation, namespace=NAMESPACE)
-        await client.connect(url, auth={"token": token} if token else None, namespaces=[NAMESPACE],
-                             transports=["websocket"], wait_timeout=30)
-        return client
+    async def on_escalation(event: dict[str, Any]) -> None:
+        arrivals.setdefault(event["conversation_id"], []).append(time.monotonic())
 
     clients = []
     for i in range(0, len(tokens), 20):  # a few at a time: the server is on the same two cores
-        clients += await asyncio.gather(*(one(t) for t in tokens[i:i + 20]))
+        clients += await asyncio.gather(*(connect(url, t, {"escalation": on_escalation}) for t in tokens[i:i + 20]))
     return clients
 
 
@@ -212,12 +175,6 @@ class Target:
     clients: list[socketio.AsyncClient]
     pid: int
     cpu_s: float = 0.0  # CPU seconds the server process spent during its measured rounds
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def one_round(target: Target, agents: int, http: aiohttp.ClientSession, push_url: str,
@@ -269,35 +226,28 @@ async def setup_bare(url: str, push_url: str, agents: int, http: aiohttp.ClientS
 
 
 async def setup_handoff(url: str, push_url: str, agents: int, http: aiohttp.ClientSession, pid: int) -> Target:
-    api = url + "/api/v1"
-
-    async def post(path: str, token: str, body: dict[str, Any]) -> Any:
-        async with http.post(api + path, json=body, headers={"Authorization": f"Bearer {token}"}) as r:
-            if r.status != 200:
-                raise SystemExit(f"{path}: {r.status} {await r.text()}")
-            return await r.json()
-
-    async with http.get(api + "/push/vapid-public-key") as response:
+    api = Api(url, http)
+    async with http.get(api.base + "/push/vapid-public-key") as response:
         key = (await response.json())["public_key"]
     async with http.post(f"{push_url}/subscribe", json={"count": agents, "server_key": key}) as response:
         subscriptions = await response.json()
     bot_id = f"notify-bench-{int(time.time())}"
-    bot = await post("/bots", ADMIN_KEY, {"bot_id": bot_id, "name": "Bench bot"})
+    bot = await api.post("/bots", {"bot_id": bot_id, "name": "Bench bot"})
     tokens = []
     for i in range(agents):
-        agent = await post("/agents", ADMIN_KEY, {"agent_id": f"{bot_id}-a{i}", "name": f"Agent {i}",
-                                                  "bots": [bot_id]})
-        await post("/agents/me/devices", agent["token"], {"kind": "webpush", "subscription": subscriptions[i]})
+        agent = await api.post("/agents", {"agent_id": f"{bot_id}-a{i}", "name": f"Agent {i}", "bots": [bot_id]})
+        await api.post("/agents/me/devices", {"kind": "webpush", "subscription": subscriptions[i]}, agent["token"])
         tokens.append(agent["token"])
     arrivals: dict[str, list[float]] = {}
     clients = await connect_agents(url, tokens, arrivals)
 
     async def escalate() -> tuple[str, float, float]:
-        conv = await post(f"/bots/{bot_id}/conversations", bot["api_key"], {})
+        conv = await api.post(f"/bots/{bot_id}/conversations", {}, bot["api_key"])
         cid = conv["conversation_id"]
         sent = time.monotonic()
-        await post(f"/conversations/{cid}/escalate", bot["api_key"],
-                   {"reason": "benchmark", "transcript": [{"role": "customer", "text": "I need a human"}]})
+        await api.post(f"/conversations/{cid}/escalate",
+                       {"reason": "benchmark", "transcript": [{"role": "customer", "text": "I need a human"}]},
+                       bot["api_key"])
         return cid, sent, time.monotonic()
 
     return Target(Result("handoff server"), escalate, arrivals, clients, pid)
@@ -349,19 +299,17 @@ async def main_async(args: argparse.Namespace) -> int:
     load_before = f"{os.getloadavg()[0]:.1f}"
     with tempfile.TemporaryDirectory() as tmp:
         database_url = args.database_url or f"sqlite:///{Path(tmp) / 'notify.db'}"
-        env = {**os.environ, "HANDOFF_DATABASE_URL": database_url, "HANDOFF_ADMIN_KEY": ADMIN_KEY,
-               "HANDOFF_LOG_LEVEL": os.environ.get("HANDOFF_BENCH_LOG_LEVEL", "WARNING"),
-               "HANDOFF_HTTP_RATE_LIMIT_PER_S": "100000", "HANDOFF_HTTP_RATE_LIMIT_BURST": "100000",
-               # Rounds are spaced well under the ladder's defaults, but keep reminders out of the measurement.
-               "HANDOFF_LADDER_RENOTIFY_AFTER_S": "off", "HANDOFF_LADDER_WAIT_NOTICE_AFTER_S": "off"}
+        # Rounds are spaced well under the ladder's defaults, but keep reminders out of the measurement.
+        env = handoff_env(database_url, log_level=os.environ.get("HANDOFF_BENCH_LOG_LEVEL", "WARNING"),
+                          ladder_renotify_after_s="off", ladder_wait_notice_after_s="off")
         procs: list[subprocess.Popen[str]] = []
         targets: list[Target] = []
         try:
-            push_proc, push_url, _ = start([sys.executable, __file__, "--push-service"])
+            push_proc, push_url = start([sys.executable, __file__, "--push-service"])
             procs.append(push_proc)
-            bare_proc, bare_url, _ = start([sys.executable, __file__, "--bare-server"])
+            bare_proc, bare_url = start([sys.executable, __file__, "--bare-server"])
             procs.append(bare_proc)
-            handoff_proc, handoff_url, _ = start([sys.executable, "-m", "handoff", "serve", "--port", "0"], env=env)
+            handoff_proc, handoff_url = start([sys.executable, "-m", "handoff", "serve", "--port", "0"], env=env)
             procs.append(handoff_proc)
             async with aiohttp.ClientSession() as http:
                 targets = [await setup_bare(bare_url, push_url, args.agents, http, bare_proc.pid),

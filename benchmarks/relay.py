@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,10 +29,9 @@ from typing import Any
 
 import aiohttp
 import socketio
+from benchmarking import NAMESPACE, Api, connect, cpu_seconds, handoff_env, pct, serve_forever, start, stop  # sibling
 from tqdm import tqdm
 
-NAMESPACE = "/handoff"
-ADMIN_KEY = "bench-admin-key-0123456789abcdef"
 WARMUP_S = 1.0
 
 
@@ -53,8 +50,7 @@ class Result:
         return self.messages / self.seconds
 
     def pct(self, q: float) -> float:
-        data = sorted(self.latencies_ms)
-        return data[min(len(data) - 1, int(q * len(data)))] if data else float("nan")
+        return pct(self.latencies_ms, q)
 
 
 # -- the bare baseline server (run in a subprocess) -----------------------------------------------------------
@@ -74,43 +70,9 @@ def run_bare_server() -> None:
         sio.register_namespace(Echo(NAMESPACE))
         app = web.Application()
         sio.attach(app)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        print(f"bare: serving on http://127.0.0.1:{runner.addresses[0][1]}", flush=True)
-        await asyncio.Event().wait()
+        await serve_forever(app, "bare")
 
     asyncio.run(main())
-
-
-def start(cmd: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    match = re.search(r"http://127\.0\.0\.1:\d+", line)
-    if match is None:
-        proc.kill()
-        raise SystemExit(f"server did not start: {line!r}")
-    return proc, match.group(0)
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    if proc.stdout is not None:
-        proc.stdout.close()
-
-
-async def connect(url: str, token: str | None) -> socketio.AsyncClient:
-    client = socketio.AsyncClient(reconnection=False)
-    await client.connect(url, auth={"token": token} if token else None, namespaces=[NAMESPACE],
-                         transports=["websocket"], wait_timeout=30)
-    return client
 
 
 async def closed_loop(sockets: list[socketio.AsyncClient], conversation_ids: list[str], seconds: float,
@@ -162,22 +124,15 @@ async def bench_bare(url: str, n: int, seconds: float) -> Result:
 
 
 async def bench_relay(url: str, n: int, seconds: float) -> Result:
-    api = url + "/api/v1"
-    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
     async with aiohttp.ClientSession() as http:
-        async def post(path: str, token: str | None, body: dict[str, Any]) -> Any:
-            headers = admin if token is None else {"Authorization": f"Bearer {token}"}
-            async with http.post(api + path, json=body, headers=headers) as r:
-                r.raise_for_status()
-                return await r.json()
-
+        api = Api(url, http)
         bot_id = f"bench-{n}-{int(time.time() * 1000)}"
-        bot = await post("/bots", None, {"bot_id": bot_id, "name": "bench bot"})
-        agents = [await post("/agents", None, {"agent_id": f"{bot_id}-a{i}", "name": f"Agent {i}", "bots": [bot_id]})
+        bot = await api.post("/bots", {"bot_id": bot_id, "name": "bench bot"})
+        agents = [await api.post("/agents", {"agent_id": f"{bot_id}-a{i}", "name": f"Agent {i}", "bots": [bot_id]})
                   for i in range(n)]
-        convs = [await post(f"/bots/{bot_id}/conversations", bot["api_key"], {}) for _ in range(n)]
+        convs = [await api.post(f"/bots/{bot_id}/conversations", {}, bot["api_key"]) for _ in range(n)]
         for conv in convs:
-            await post(f"/conversations/{conv['conversation_id']}/escalate", bot["api_key"], {})
+            await api.post(f"/conversations/{conv['conversation_id']}/escalate", {}, bot["api_key"])
 
     cids = [c["conversation_id"] for c in convs]
     agent_socks = await asyncio.gather(*(connect(url, a["token"]) for a in agents))
@@ -233,12 +188,6 @@ def row(r: Result) -> str:
             f"{r.pct(0.50):>8.2f} {r.pct(0.99):>8.2f} {r.server_cpu:>10.0%} {r.client_cpu:>10.0%}")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def measured(run: Awaitable[Result], pid: int) -> Result:
     """Run one benchmark and record the CPU both processes used per wall second."""
     wall, server, client = time.perf_counter(), cpu_seconds(pid), time.process_time()
@@ -253,11 +202,8 @@ async def main_async(args: argparse.Namespace) -> int:
     sizes = [int(x) for x in args.conversations.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         database_url = args.database_url or f"sqlite:///{Path(tmp) / 'relay.db'}"
-        env = {**os.environ, "HANDOFF_DATABASE_URL": database_url, "HANDOFF_ADMIN_KEY": ADMIN_KEY,
-               "HANDOFF_LOG_LEVEL": "WARNING",
-               # The closed loop sends as fast as acks come back: keep the limiter running but out of the way.
-               "HANDOFF_RATE_LIMIT_PER_S": "100000", "HANDOFF_RATE_LIMIT_BURST": "100000",
-               "HANDOFF_HTTP_RATE_LIMIT_PER_S": "100000", "HANDOFF_HTTP_RATE_LIMIT_BURST": "100000"}
+        # The closed loop sends as fast as acks come back: keep the limiter running but out of the way.
+        env = handoff_env(database_url, rate_limit_per_s="100000", rate_limit_burst="100000")
         relay_cmd = (args.relay_command.split() if args.relay_command
                      else [sys.executable, "-m", "handoff", "serve", "--port", "0"])
         bare_proc, bare_url = start([sys.executable, __file__, "--bare-server"])

@@ -1,16 +1,19 @@
 """Server settings: one frozen object built from the environment (prefix ``HANDOFF_``), passed down explicitly.
 
 Nothing here reads the environment at import time; :meth:`Settings.from_env` does, when ``handoff serve`` starts.
-A value that cannot be parsed raises :class:`SettingsError` naming the variable.
+Each variable is parsed by its field's declared type (``int``, ``float``, ``str``, ``Path``, ``X | None``, a
+comma-separated ``tuple[str, ...]``) or by the :class:`EnvParser` in its ``Annotated`` type (``SecondsOrOff``).
+A value that cannot be parsed raises :class:`SettingsError` naming the variable and what it expected.
 """
 
 from __future__ import annotations
 
 import os
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypeAlias, get_args, get_origin, get_type_hints
 
 PREFIX = "HANDOFF_"
 MAX_LADDER_S = 7 * 24 * 3600.0
@@ -21,12 +24,45 @@ class SettingsError(ValueError):
 
 
 @dataclass(frozen=True)
+class EnvParser:
+    """How one setting is read from its variable: ``parse`` turns the text into the value (raising ValueError),
+    ``expected`` says what a good value looks like in the error message."""
+
+    parse: Callable[[str], Any]
+    expected: str
+
+
+def _seconds_or_off(raw: str) -> float | None:
+    """A number of seconds, or ``off``/``none`` for a rung that never fires."""
+    if raw.lower() in ("off", "none"):
+        return None
+    return float(raw)
+
+
+def _comma_separated(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+SecondsOrOff: TypeAlias = Annotated[float | None, EnvParser(_seconds_or_off, "seconds or off")]
+
+# A field of one of these types (or one of them | None) is parsed by its type; any other type needs an
+# Annotated[..., EnvParser(...)] like SecondsOrOff.
+_BY_TYPE: dict[Any, EnvParser] = {
+    str: EnvParser(str, "str"),
+    int: EnvParser(int, "int"),
+    float: EnvParser(float, "float"),
+    Path: EnvParser(Path, "Path"),
+    tuple[str, ...]: EnvParser(_comma_separated, "comma-separated list"),
+}
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the server can be told.
 
     Attributes:
-        database_url: SQLAlchemy async URL. ``sqlite:///handoff.db`` (a file in the working directory)
-            by default; ``postgresql+asyncpg://user@host/db`` for several processes.
+        database_url: SQLAlchemy URL. ``sqlite:///handoff.db`` (a file in the working directory, which the SQLite
+            store drives through pysqlite) by default; ``postgresql+asyncpg://user@host/db`` for several processes.
         admin_key: the admin credential for ``POST /bots`` and ``POST /agents``; None disables those endpoints.
         pilot_file: a TOML file declaring bots, agents and their keys, applied at start-up
             (``server/pilot.example.toml``).
@@ -128,9 +164,9 @@ class Settings:
     apns_team_id: str | None = None
     apns_topic: str | None = None
     apns_endpoint: str = "https://api.push.apple.com"
-    ladder_renotify_after_s: float | None = 120.0
-    ladder_wait_notice_after_s: float | None = 60.0
-    ladder_fallback_after_s: float | None = 300.0
+    ladder_renotify_after_s: SecondsOrOff = 120.0
+    ladder_wait_notice_after_s: SecondsOrOff = 60.0
+    ladder_fallback_after_s: SecondsOrOff = 300.0
     ladder_poll_s: float = 1.0
     expected_wait_samples: int = 50
     metrics_token: str | None = None
@@ -181,71 +217,47 @@ class Settings:
         """
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
-        for f in fields(cls):
-            key = f"{PREFIX}{f.name.upper()}"
+        for name, parser in _env_parsers(cls).items():
+            key = f"{PREFIX}{name.upper()}"
             raw = env.get(key)
             if raw is None or raw.strip() == "":
                 continue
-            values[f.name] = _parse(key, raw.strip(), _PARSERS.get(f.name, str))
+            values[name] = _parse(key, raw.strip(), parser)
         if "mlflow_tracking_uri" not in values and (env.get("MLFLOW_TRACKING_URI") or "").strip():
             values["mlflow_tracking_uri"] = env["MLFLOW_TRACKING_URI"].strip()
         values.update(overrides)
         return replace(cls(), **values)
 
 
-def _parse(key: str, raw: str, parser: Callable[[str], Any]) -> Any:
+def _parser_for(name: str, hint: Any) -> EnvParser:
+    """The parser of a field with type ``hint``: its ``Annotated`` EnvParser, else the parser of its type (the
+    non-None type of an optional). A type with neither is a TypeError naming the field, so a new field cannot be
+    left unreadable from the environment."""
+    if get_origin(hint) is Annotated:
+        hint, *extras = get_args(hint)
+        for extra in extras:
+            if isinstance(extra, EnvParser):
+                return extra
+    if isinstance(hint, types.UnionType):
+        present = [arg for arg in get_args(hint) if arg is not type(None)]
+        if len(present) == 1:
+            hint = present[0]
     try:
-        return parser(raw)
+        return _BY_TYPE[hint]
+    except KeyError:
+        supported = ", ".join(t.__name__ if get_origin(t) is None else str(t) for t in _BY_TYPE)
+        raise TypeError(f"Settings.{name}: no environment parser for {hint!r}; declare it as one of {supported} "
+                        f"(or one of them | None), or as Annotated[..., EnvParser(...)]") from None
+
+
+def _env_parsers(cls: type[Settings]) -> dict[str, EnvParser]:
+    """Each field's parser, from the class's type hints (read when the settings are, not at import)."""
+    hints = get_type_hints(cls, include_extras=True)
+    return {f.name: _parser_for(f.name, hints[f.name]) for f in fields(cls)}
+
+
+def _parse(key: str, raw: str, parser: EnvParser) -> Any:
+    try:
+        return parser.parse(raw)
     except ValueError:
-        raise SettingsError(f"{key}: cannot use {raw!r} ({parser.__name__} expected)") from None
-
-
-def _seconds_or_off(raw: str) -> float | None:
-    """A number of seconds, or ``off``/``none`` for a rung that never fires."""
-    if raw.lower() in ("off", "none"):
-        return None
-    return float(raw)
-
-
-_seconds_or_off.__name__ = "seconds or off"
-
-
-def _origins(raw: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in raw.split(",") if part.strip())
-
-
-_PARSERS: dict[str, Callable[[str], Any]] = {
-    "pilot_file": Path,
-    "typing_timeout_s": float,
-    "typing_throttle_s": float,
-    "rate_limit_per_s": float,
-    "rate_limit_burst": int,
-    "bot_rate_limit_per_s": float,
-    "bot_rate_limit_burst": int,
-    "http_rate_limit_per_s": float,
-    "http_rate_limit_burst": int,
-    "max_body_bytes": int,
-    "suggestions_k": int,
-    "suggestion_timeout_s": float,
-    "champion_refresh_s": float,
-    "webhook_timeout_s": float,
-    "webhook_max_attempts": int,
-    "webhook_backoff_s": float,
-    "webhook_backoff_max_s": float,
-    "webhook_poll_s": float,
-    "cors_origins": _origins,
-    "push_ttl_s": int,
-    "push_timeout_s": float,
-    "push_max_attempts": int,
-    "push_backoff_s": float,
-    "push_backoff_max_s": float,
-    "push_parallel": int,
-    "vapid_key_file": Path,
-    "fcm_service_account_file": Path,
-    "apns_key_file": Path,
-    "ladder_renotify_after_s": _seconds_or_off,
-    "ladder_wait_notice_after_s": _seconds_or_off,
-    "ladder_fallback_after_s": _seconds_or_off,
-    "ladder_poll_s": float,
-    "expected_wait_samples": int,
-}
+        raise SettingsError(f"{key}: cannot use {raw!r} ({parser.expected} expected)") from None

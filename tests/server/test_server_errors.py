@@ -1,4 +1,5 @@
-"""Isolation between tenants and every error code of the protocol: each bad input gets a clear error and changes nothing."""
+"""Isolation between tenants and every error code of the protocol: each bad input gets a clear error and
+changes nothing."""
 
 from __future__ import annotations
 

@@ -19,9 +19,7 @@
   const state = {
     token: null,
     me: null,
-    socket: null,
-    outbox: null,
-    connected: false,
+    live: null, // the LiveSession: socket, outbox, connected
     queue: new Map(), // conversation_id -> queue entry (waiting, or just taken by someone else)
     mine: new Map(), // conversation_id -> entry of a conversation this agent holds
     convs: new Map(), // conversation_id -> view of a conversation this page follows
@@ -39,8 +37,8 @@
       c = {
         id, botId: null, status: null, holderId: null, holderName: null, transcript: new C.Transcript(id),
         loaded: false, loading: null, suggestions: null, picked: null, customerTyping: false, typingTimer: null,
-        unread: 0, alert: "", alertKind: "error", resumeTimer: null,
-        typing: new C.TypingSender((s) => sendTyping(id, s)),
+        unread: 0, alert: "", alertKind: "error",
+        typing: new C.TypingSender((s) => state.live.typing(id, s)),
       };
       state.convs.set(id, c);
     }
@@ -70,11 +68,10 @@
   function addEvents(c, events) {
     let added = 0;
     for (const e of events) {
-      const replaced = e.partial ? false : replacePartial(c, e);
-      if (!replaced && !c.transcript.add(e)) continue;
+      if (!c.transcript.merge(e)) continue;
       added += 1;
       if (e.kind === "message") {
-        if (e.role === "agent" && e.sender === state.me.id && e.client_id) state.outbox.settle(e.client_id);
+        if (e.role === "agent" && e.sender === state.me.id && e.client_id) state.live.outbox.settle(e.client_id);
         // Suggestions computed for an older state are stale once a newer message is here.
         if (c.suggestions && c.suggestions.for_seq < e.seq) {
           c.suggestions = null;
@@ -89,39 +86,15 @@
       const before = c.status;
       derive(c);
       if (before !== c.status) syncLists(c);
-      if (c.transcript.hasGap()) scheduleResume(c);
+      c.transcript.resumeGapSoon(() => resume(c));
     }
     return added;
   }
 
-  // A broadcast carries less than the stored event (e.g. `claimed`): it is kept as a partial event until `resume`
-  // brings the full one.
-  function replacePartial(c, e) {
-    const existing = c.transcript.events.get(e.seq);
-    if (existing && existing.partial) {
-      c.transcript.events.set(e.seq, e);
-      return true;
-    }
-    return false;
-  }
-
-  function scheduleResume(c) {
-    if (c.resumeTimer) return;
-    c.resumeTimer = setTimeout(() => {
-      c.resumeTimer = null;
-      if (c.transcript.hasGap()) resume(c);
-    }, 400);
-  }
-
   /** Ask for every stored event after the last one held without a gap; subscribes this socket to the conversation. */
   async function resume(c) {
-    if (!state.connected) return;
-    let ack;
-    try {
-      ack = await C.call(state.socket, "resume", { conversation_id: c.id, after_seq: c.transcript.lastSeq });
-    } catch (err) {
-      return; // disconnected meanwhile: the next connect resumes again
-    }
+    const ack = await state.live.resume(c.transcript);
+    if (!ack) return; // not connected: the next connect resumes again
     if (!ack.ok) {
       setAlert(c, ack.error.message);
       render();
@@ -173,34 +146,29 @@
     $("desk").hidden = false;
     $("signout").hidden = false;
     setConnection(false, "Connecting…");
-    state.outbox = new C.Outbox({
-      socket: () => state.socket,
+    state.live = new C.LiveSession(token, {
+      tokenKey: TOKEN_KEY,
+      handlers: {
+        escalation: onEscalation,
+        claimed: onClaimed,
+        message: (e) => onStoredEvent(e),
+        status: onStatus,
+        typing: onTyping,
+        suggestions: onSuggestions,
+      },
+      resume: resumeAll,
+      afterResume: afterResume,
+      onConnection: (up) => setConnection(up, up ? "Connected" : "Connection lost: reconnecting…"),
+      onRefused: (error) => {
+        $("signin-error").textContent = "The server refused this token: " + error.message;
+        showSignIn();
+      },
       onStored: onMessageStored,
       onFailed: (entry, error) => {
         const c = conv(entry.conversation_id);
         setAlert(c, "Not sent: " + error.message);
       },
-      onChange: () => renderOutbox(),
-    });
-    state.socket = C.connect(token, {
-      escalation: onEscalation,
-      claimed: onClaimed,
-      message: (e) => onStoredEvent(e),
-      status: onStatus,
-      typing: onTyping,
-      suggestions: onSuggestions,
-    }, {
-      onConnect: onConnect,
-      onDisconnect: () => {
-        state.outbox.hold();
-        setConnection(false, "Connection lost: reconnecting…");
-      },
-      onRefused: (error) => {
-        sessionStorage.removeItem(TOKEN_KEY);
-        state.socket.disconnect();
-        $("signin-error").textContent = "The server refused this token: " + error.message;
-        showSignIn();
-      },
+      onOutboxChange: () => renderOutbox(),
     });
     setUpNotifications();
     render();
@@ -219,16 +187,17 @@
     $("token").focus();
   }
 
-  async function onConnect() {
-    setConnection(true, "Connected");
-    // The queue may have moved while this page was away; then every conversation it follows is resumed from the
-    // last seq it holds, and only then is the outbox sent again (its resends are answered with their first seq).
+  /** After a (re)connect: the queue may have moved while this page was away; then every conversation it follows is
+   *  resumed from the last seq it holds (the LiveSession sends the outbox again after this). */
+  async function resumeAll() {
     await refreshLists();
     const follow = new Set([...state.mine.keys()]);
     if (state.selected) follow.add(state.selected);
     for (const c of state.convs.values()) if (c.loaded) follow.add(c.id);
     await Promise.all(Array.from(follow, (id) => resume(conv(id))));
-    state.outbox.flush();
+  }
+
+  function afterResume() {
     flushFeedback();
     const c = state.selected && state.convs.get(state.selected);
     if (c && holdsIt(c)) fetchSuggestions(c);
@@ -236,7 +205,6 @@
   }
 
   function setConnection(up, text) {
-    state.connected = up;
     const node = $("connection");
     node.textContent = text;
     node.classList.toggle("down", !up);
@@ -250,7 +218,7 @@
         C.api(state.token, "GET", "/conversations?status=claimed"),
       ]);
     } catch (err) {
-      setConnection(state.connected, "Connected (the queue could not be loaded: " + err.message + ")");
+      setConnection(state.live.connected, "Connected (the queue could not be loaded: " + err.message + ")");
       return;
     }
     const taken = new Map([...state.queue].filter(([, q]) => q.takenBy));
@@ -392,7 +360,7 @@
     $("claim").disabled = true;
     let ack;
     try {
-      ack = await C.call(state.socket, "claim", { conversation_id: c.id });
+      ack = await state.live.call("claim", { conversation_id: c.id });
     } catch (err) {
       setAlert(c, "No answer from the server; try again.");
       $("claim").disabled = false;
@@ -438,7 +406,7 @@
     c.typing.reset();
     let ack;
     try {
-      ack = await C.call(state.socket, event, payload);
+      ack = await state.live.call(event, payload);
     } catch (err) {
       setAlert(c, "No answer from the server; try again once connected.");
       render();
@@ -479,11 +447,11 @@
       }));
     }
     c.typing.reset(); // the server ends the indicator when the message arrives
-    state.outbox.add(c.id, text, extra);
+    state.live.outbox.add(c.id, text, extra);
     reply.value = "";
     c.picked = null;
     renderSuggestions();
-    scrollToEnd();
+    C.scrollToEnd($("scroll"));
   }
 
   function onMessageStored(entry, seq) {
@@ -506,11 +474,11 @@
     if (flushingFeedback) return; // one sender at a time: each report goes once, in order
     flushingFeedback = true;
     try {
-      while (state.connected && state.feedbackQueue.length) {
+      while (state.live.connected && state.feedbackQueue.length) {
         const fb = state.feedbackQueue[0];
         let ack;
         try {
-          ack = await C.call(state.socket, "suggestion_feedback", fb);
+          ack = await state.live.call("suggestion_feedback", fb);
         } catch (err) {
           return; // kept for the next connection
         }
@@ -532,11 +500,6 @@
     renderSuggestions();
     reply.focus();
     reply.setSelectionRange(reply.value.length, reply.value.length);
-  }
-
-  function sendTyping(conversationId, typingState) {
-    if (!state.connected) return;
-    C.call(state.socket, "typing", { conversation_id: conversationId, state: typingState }).catch(() => {});
   }
 
   function setAlert(c, text, kind) {
@@ -691,19 +654,11 @@
     const alert = $("conv-alert");
     alert.textContent = c.alert;
     alert.classList.toggle("info", c.alertKind === "info");
-    const atEnd = isAtEnd();
-    const list = $("transcript");
-    // A first render (e.g. a long transcript just loaded) is built off-document and inserted at once.
-    const target = rendered.size ? list : document.createDocumentFragment();
-    for (const e of c.transcript.sorted()) {
-      const old = rendered.get(e.seq);
-      if (old && old.dataset.partial === String(Boolean(e.partial))) continue;
-      C.placeInOrder(target, rendered, e.seq, eventItem(c, e), old);
-    }
-    if (target !== list) list.append(target);
+    const atEnd = C.isAtEnd($("scroll"));
+    C.renderEvents($("transcript"), rendered, c.transcript.sorted(), (e) => eventItem(c, e));
     renderOutbox();
     renderTyping();
-    if (atEnd) scrollToEnd();
+    if (atEnd) C.scrollToEnd($("scroll"));
   }
 
   function statusText(c) {
@@ -749,15 +704,16 @@
 
   function renderOutbox() {
     const c = state.selected && state.convs.get(state.selected);
-    if (!c || !state.outbox) return;
-    $("outbox").replaceChildren(...state.outbox.pending(c.id).map((entry) => {
+    if (!c || !state.live) return;
+    const outbox = state.live.outbox;
+    $("outbox").replaceChildren(...outbox.pending(c.id).map((entry) => {
       const failed = entry.state === "failed";
       return el("li", { className: "msg from-agent pending" + (failed ? " failed" : "") },
         el("span", { className: "who" }, "You"),
         entry.text,
         el("span", { className: "state" }, failed ? "Not sent: " + entry.error.message
-          : state.connected ? "Sending…" : "Waiting for the connection…"),
-        failed ? el("button", { type: "button", onclick: () => { state.outbox.discard(entry); } }, "Dismiss") : null);
+          : state.live.connected ? "Sending…" : "Waiting for the connection…"),
+        failed ? el("button", { type: "button", onclick: () => { outbox.discard(entry); } }, "Dismiss") : null);
     }));
   }
 
@@ -790,16 +746,6 @@
         onclick: () => takeSuggestion(c, item),
       }, item.text, el("span", { className: "meta" }, (index < 3 ? "Alt+" + (index + 1) + " · " : "")
         + (item.label ? "template " + item.label + " · " : "") + "score " + Number(item.score).toFixed(2)))))));
-  }
-
-  function isAtEnd() {
-    const scroll = $("scroll");
-    return scroll.scrollHeight - scroll.scrollTop - scroll.clientHeight < 40;
-  }
-
-  function scrollToEnd() {
-    const scroll = $("scroll");
-    scroll.scrollTop = scroll.scrollHeight;
   }
 
   // ---------------------------------------------------------------------------------------------------------

@@ -3,9 +3,12 @@
  * - `api()`: the HTTP API with `Authorization: Bearer`, errors as ApiError {status, code, message}.
  * - `connect()`: a Socket.IO connection to /handoff with the official client (static/vendor/socket.io.min.js),
  *   reconnecting by itself; `call()` sends an event and resolves with its ack.
+ * - `LiveSession`: what a signed-in page does with that connection, the same on both pages: after every
+ *   (re)connect it `resume`s what the page follows, then sends its Outbox again; a drop holds the outbox; a refused
+ *   token is forgotten. The page supplies only its event handlers, what to resume and how to show it.
  * - `Transcript`: one conversation's stored events keyed by seq, so an event seen twice (a broadcast and the
  *   `resume` ack after a reconnect) is shown once, and `lastSeq` is the highest seq up to which nothing is missing:
- *   exactly what `resume` asks for (B9).
+ *   exactly what `resume` asks for (B9); `renderEvents()` keeps a list of its items in seq order.
  * - `Outbox`: messages with a `client_id` kept until the server acknowledged them, sent again after a reconnect
  *   (the server stores a repeated client_id once and answers with the first seq), so nothing is lost or doubled.
  * - `TypingSender`: start/stop indicators from an input, paced under the server's throttle and timeout (B5).
@@ -135,9 +138,31 @@
       return true;
     }
 
+    /** Add a stored event, or put it in place of the partial event of the same seq: a broadcast carries less than
+     *  the stored event (e.g. `claimed`) and is kept as a partial one until `resume` brings the full one. Returns
+     *  false when nothing changed. */
+    merge(event) {
+      const existing = event && this.events.get(event.seq);
+      if (existing && existing.partial && !event.partial) {
+        this.events.set(event.seq, event);
+        return true;
+      }
+      return this.add(event);
+    }
+
     /** Events seen beyond a gap: something in between is missing (ask `resume` for it). */
     hasGap() {
       return this.maxSeq > this.lastSeq;
+    }
+
+    /** When there is a gap, call `resume` in a moment (unless it is filled meanwhile): one resume for every event
+     *  that arrives before then. */
+    resumeGapSoon(resume) {
+      if (!this.hasGap() || this.resumeTimer) return;
+      this.resumeTimer = setTimeout(() => {
+        this.resumeTimer = null;
+        if (this.hasGap()) resume();
+      }, 400);
     }
 
     sorted() {
@@ -235,6 +260,68 @@
     }
   }
 
+  /** A signed-in page's live connection: the socket (see `connect`) and the Outbox of the page's messages, with the
+   *  order every (re)connection follows: `connected` becomes true and `onConnection(true)` runs, then
+   *  `await resume()` (the page resumes every conversation it follows from the last seq it holds), and only then is
+   *  the outbox sent again (its resends are answered with their first seq), then `afterResume()`. A drop holds the
+   *  outbox and runs `onConnection(false)`; a refused token is removed from sessionStorage (`tokenKey`) and the
+   *  socket stopped before `onRefused(error)`. `handlers` are the page's server events; `onStored`, `onFailed` and
+   *  `onOutboxChange` are the Outbox's. */
+  class LiveSession {
+    constructor(token, options) {
+      this.connected = false;
+      this.outbox = new Outbox({
+        socket: () => this.socket, onStored: options.onStored, onFailed: options.onFailed,
+        onChange: options.onOutboxChange,
+      });
+      const setConnected = (up) => {
+        this.connected = up;
+        options.onConnection(up);
+      };
+      this.socket = connect(token, options.handlers, {
+        onConnect: async () => {
+          setConnected(true);
+          await options.resume();
+          this.outbox.flush();
+          if (options.afterResume) options.afterResume();
+        },
+        onDisconnect: () => {
+          this.outbox.hold();
+          setConnected(false);
+        },
+        onRefused: (error) => {
+          global.sessionStorage.removeItem(options.tokenKey);
+          this.socket.disconnect();
+          options.onRefused(error);
+        },
+      });
+    }
+
+    /** Send `event` and resolve with its ack (see `call`). */
+    call(event, payload) {
+      return call(this.socket, event, payload);
+    }
+
+    /** Ask for every stored event of `transcript`'s conversation after the last one held without a gap (which also
+     *  subscribes this socket to the conversation). Resolves with the ack, or null when not connected or no ack came:
+     *  the next connect resumes again. */
+    async resume(transcript) {
+      if (!this.connected) return null;
+      try {
+        return await this.call("resume", { conversation_id: transcript.conversationId, after_seq: transcript.lastSeq });
+      } catch (err) {
+        return null;
+      }
+    }
+
+    /** A typing indicator (a TypingSender's `send`); dropped when not connected, since the server ends an indicator
+     *  itself. */
+    typing(conversationId, typingState) {
+      if (!this.connected) return;
+      this.call("typing", { conversation_id: conversationId, state: typingState }).catch(() => {});
+    }
+  }
+
   /** Typing indicators from one input: `start` when typing begins and every `refreshMs` while it goes on (the
    *  server forwards at most one a second and stops an indicator by itself after 5 s of silence), `stop` after
    *  `idleMs` without a keystroke, on send, or when the input is emptied. */
@@ -310,6 +397,28 @@
     rendered.maxSeq = Math.max(rendered.maxSeq || 0, seq);
   }
 
+  /** Bring `list` up to date with `events` (sorted by seq): an event without an item, or whose item was drawn from
+   *  its partial version, gets a new one from `itemFor(event)` (items carry `data-partial`). A first render (e.g. a
+   *  long transcript just loaded) is built off-document and inserted at once. */
+  function renderEvents(list, rendered, events, itemFor) {
+    const target = rendered.size ? list : document.createDocumentFragment();
+    for (const e of events) {
+      const old = rendered.get(e.seq);
+      if (old && old.dataset.partial === String(Boolean(e.partial))) continue;
+      placeInOrder(target, rendered, e.seq, itemFor(e), old);
+    }
+    if (target !== list) list.append(target);
+  }
+
+  /** Whether `scroller` shows the end of its content (within a line), so new content should keep it there. */
+  function isAtEnd(scroller) {
+    return scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 40;
+  }
+
+  function scrollToEnd(scroller) {
+    scroller.scrollTop = scroller.scrollHeight;
+  }
+
   // One formatter for every timestamp: toLocaleTimeString builds a new one per call, which made opening a long
   // transcript several times slower.
   const TIME_FORMAT = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
@@ -331,7 +440,7 @@
   }
 
   global.HandoffClient = {
-    ApiError, readCredentials, api, connect, call, newClientId, Transcript, Outbox, TypingSender, el, placeInOrder,
-    formatTime, since,
+    ApiError, readCredentials, api, connect, call, newClientId, Transcript, Outbox, LiveSession, TypingSender, el,
+    renderEvents, isAtEnd, scrollToEnd, formatTime, since,
   };
 })(window);

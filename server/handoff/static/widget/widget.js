@@ -17,16 +17,13 @@
   const state = {
     token: null,
     conversationId: null,
-    socket: null,
-    outbox: null,
-    connected: false,
+    live: null, // the LiveSession: socket, outbox, connected
     transcript: null,
     status: null,
     agentNames: new Map(), // agent id -> name, from the claims in the transcript
     agentTyping: false,
     typingTimer: null,
     typing: null,
-    resumeTimer: null,
   };
 
   async function start(token, conversationId) {
@@ -53,38 +50,26 @@
     $("start").hidden = true;
     $("chat").hidden = false;
     setStatus("Connecting…");
-    state.outbox = new C.Outbox({
-      socket: () => state.socket,
+    state.typing = new C.TypingSender((s) => state.live.typing(state.conversationId, s));
+    state.live = new C.LiveSession(token, {
+      tokenKey: TOKEN_KEY,
+      handlers: {
+        message: (e) => onEvent(e),
+        status: (e) => onEvent({ conversation_id: e.conversation_id, seq: e.seq, kind: e.kind, status: e.status,
+          agent_name: e.agent_name, partial: true }),
+        claimed: (e) => onEvent({ conversation_id: e.conversation_id, seq: e.seq, kind: "claimed", status: "claimed",
+          role: "agent", sender: e.agent_id, agent_name: e.agent_name, partial: true }),
+        typing: onTyping,
+      },
+      resume: resume,
+      onConnection: (up) => setConnection(up, up ? "" : "Connection lost: reconnecting…"),
+      onRefused: (error) => fail("The server refused this chat token: " + error.message),
       onStored: (entry, seq) => {
         add([{ conversation_id: entry.conversation_id, seq, kind: "message", role: "customer", text: entry.text,
           client_id: entry.client_id, at: new Date().toISOString() }]);
       },
       onFailed: (entry, error) => { $("chat-error").textContent = "Not sent: " + error.message; },
-      onChange: renderOutbox,
-    });
-    state.typing = new C.TypingSender((s) => {
-      if (state.connected) {
-        C.call(state.socket, "typing", { conversation_id: state.conversationId, state: s }).catch(() => {});
-      }
-    });
-    state.socket = C.connect(token, {
-      message: (e) => onEvent(e),
-      status: (e) => onEvent({ conversation_id: e.conversation_id, seq: e.seq, kind: e.kind, status: e.status,
-        agent_name: e.agent_name, partial: true }),
-      claimed: (e) => onEvent({ conversation_id: e.conversation_id, seq: e.seq, kind: "claimed", status: "claimed",
-        role: "agent", sender: e.agent_id, agent_name: e.agent_name, partial: true }),
-      typing: onTyping,
-    }, {
-      onConnect: onConnect,
-      onDisconnect: () => {
-        state.outbox.hold();
-        setConnection(false, "Connection lost: reconnecting…");
-      },
-      onRefused: (error) => {
-        sessionStorage.removeItem(TOKEN_KEY);
-        state.socket.disconnect();
-        fail("The server refused this chat token: " + error.message);
-      },
+      onOutboxChange: renderOutbox,
     });
     $("text").focus();
   }
@@ -97,21 +82,9 @@
     $("token").focus();
   }
 
-  async function onConnect() {
-    setConnection(true, "");
-    await resume();
-    state.outbox.flush();
-  }
-
   async function resume() {
-    if (!state.connected) return;
-    let ack;
-    try {
-      ack = await C.call(state.socket, "resume", { conversation_id: state.conversationId,
-        after_seq: state.transcript.lastSeq });
-    } catch (err) {
-      return; // disconnected meanwhile: the next connect resumes again
-    }
+    const ack = await state.live.resume(state.transcript);
+    if (!ack) return; // not connected: the next connect resumes again
     if (!ack.ok) {
       $("chat-error").textContent = ack.error.message;
       return;
@@ -122,7 +95,6 @@
   }
 
   function setConnection(up, text) {
-    state.connected = up;
     const node = $("connection");
     node.textContent = text;
     node.classList.toggle("down", !up);
@@ -137,24 +109,14 @@
   function add(events) {
     let changed = false;
     for (const e of events) {
-      const existing = state.transcript.events.get(e.seq);
-      if (existing && existing.partial && !e.partial) {
-        state.transcript.events.set(e.seq, e);
-      } else if (!state.transcript.add(e)) {
-        continue;
-      }
+      if (!state.transcript.merge(e)) continue;
       changed = true;
       if (e.kind === "claimed" && e.agent_name) state.agentNames.set(e.sender, e.agent_name);
-      if (e.kind === "message" && e.role === "customer" && e.client_id) state.outbox.settle(e.client_id);
+      if (e.kind === "message" && e.role === "customer" && e.client_id) state.live.outbox.settle(e.client_id);
       if (e.kind === "message" && e.role === "agent") setAgentTyping(false);
     }
     if (!changed) return;
-    if (state.transcript.hasGap() && !state.resumeTimer) {
-      state.resumeTimer = setTimeout(() => {
-        state.resumeTimer = null;
-        if (state.transcript.hasGap()) resume();
-      }, 400);
-    }
+    state.transcript.resumeGapSoon(resume);
     render();
   }
 
@@ -181,9 +143,9 @@
     if (!text) return;
     $("chat-error").textContent = "";
     state.typing.reset(); // the server ends the indicator when the message arrives
-    state.outbox.add(state.conversationId, text);
+    state.live.outbox.add(state.conversationId, text);
     input.value = "";
-    scrollToEnd();
+    C.scrollToEnd($("scroll"));
   }
 
   // ---------------------------------------------------------------------------------------------------------
@@ -223,18 +185,11 @@
 
   function render() {
     setStatus(statusLine());
-    const atEnd = isAtEnd();
-    const list = $("transcript");
-    const target = rendered.size ? list : document.createDocumentFragment(); // a first render goes in at once
-    for (const e of state.transcript.sorted()) {
-      const old = rendered.get(e.seq);
-      if (old && old.dataset.partial === String(Boolean(e.partial))) continue;
-      C.placeInOrder(target, rendered, e.seq, item(e), old);
-    }
-    if (target !== list) list.append(target);
+    const atEnd = C.isAtEnd($("scroll"));
+    C.renderEvents($("transcript"), rendered, state.transcript.sorted(), item);
     renderOutbox();
     renderTyping();
-    if (atEnd) scrollToEnd();
+    if (atEnd) C.scrollToEnd($("scroll"));
   }
 
   function item(e) {
@@ -258,14 +213,15 @@
   }
 
   function renderOutbox() {
-    if (!state.outbox) return;
-    $("outbox").replaceChildren(...state.outbox.pending(state.conversationId).map((entry) => {
+    if (!state.live) return;
+    const outbox = state.live.outbox;
+    $("outbox").replaceChildren(...outbox.pending(state.conversationId).map((entry) => {
       const failed = entry.state === "failed";
       return el("li", { className: "msg from-customer pending" + (failed ? " failed" : "") },
         el("span", { className: "who" }, "You"), entry.text,
         el("span", { className: "state" }, failed ? "Not sent: " + entry.error.message
-          : state.connected ? "Sending…" : "Waiting for the connection…"),
-        failed ? el("button", { type: "button", onclick: () => state.outbox.discard(entry) }, "Dismiss") : null);
+          : state.live.connected ? "Sending…" : "Waiting for the connection…"),
+        failed ? el("button", { type: "button", onclick: () => outbox.discard(entry) }, "Dismiss") : null);
     }));
   }
 
@@ -274,16 +230,6 @@
     const last = latestStateEvent();
     if (last && last.kind === "claimed" && last.agent_name) name = last.agent_name;
     $("typing").textContent = state.agentTyping ? name + " is typing…" : "";
-  }
-
-  function isAtEnd() {
-    const scroll = $("scroll");
-    return scroll.scrollHeight - scroll.scrollTop - scroll.clientHeight < 40;
-  }
-
-  function scrollToEnd() {
-    const scroll = $("scroll");
-    scroll.scrollTop = scroll.scrollHeight;
   }
 
   document.addEventListener("DOMContentLoaded", () => {
