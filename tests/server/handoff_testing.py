@@ -22,6 +22,7 @@ from aiohttp import web
 from handoff.app import PARTS, SIO
 from handoff.settings import Settings
 from handoff.suggestions import ProvidedSuggestions
+from local_http import serve_app
 
 from copilot.context import Context, Suggestion
 from copilot.protocol import API_PREFIX, NAMESPACE
@@ -226,13 +227,9 @@ async def server_starter(database_url: str, **defaults: Any) -> AsyncIterator[St
     async def start(provider: Any = None, clock: Any = None, **overrides: Any) -> Server:
         app = create_app(settings_for(database_url, **{**defaults, **overrides}), suggestion_provider=provider,
                          clock=clock)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await runner.setup()
+        runner, url = await serve_app(app)
         runners.append(runner)
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        server = Server(f"http://{host}:{port}", app, http)
+        server = Server(url, app, http)
         servers.append(server)
         return server
 
@@ -277,13 +274,15 @@ class ServeProcess:
             self.proc.stdout.close()
 
 
-def serve_process(database_url: str, *args: str, env: dict[str, str] | None = None) -> ServeProcess:
-    """Start ``python -m handoff serve --port 0`` and wait for the line that names its URL."""
+def serve_process(database_url: str, *args: str, env: dict[str, str] | None = None,
+                  python: str = sys.executable) -> ServeProcess:
+    """Start ``python -m handoff serve --port 0`` (with ``python``: another environment's) and wait for the line
+    that names its URL."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_")}
     full_env.update({"HANDOFF_DATABASE_URL": database_url, "HANDOFF_ADMIN_KEY": ADMIN_KEY,
                      "HANDOFF_LOG_LEVEL": os.environ.get("HANDOFF_TEST_SERVER_LOG_LEVEL", "WARNING")})
     full_env.update(env or {})
-    proc = subprocess.Popen([sys.executable, "-m", "handoff", "serve", "--host", "127.0.0.1", "--port", "0", *args],
+    proc = subprocess.Popen([python, "-m", "handoff", "serve", "--host", "127.0.0.1", "--port", "0", *args],
                             stdout=subprocess.PIPE, text=True, env=full_env)
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -318,12 +317,8 @@ class WebhookReceiver:
     async def start(self) -> WebhookReceiver:
         app = web.Application()
         app.router.add_post("/handed-back", self.handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}/handed-back"
+        self._runner, base = await serve_app(app)
+        self.url = f"{base}/handed-back"
         return self
 
     async def stop(self) -> None:

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from local_http import serve_app
 
 WAIT_S = 10.0
 
@@ -264,12 +265,7 @@ class LocalPushService:
     async def start(self) -> LocalPushService:
         app = web.Application()
         app.router.add_post("/push/{sub_id}", self.handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self._runner, self.url = await serve_app(app)
         return self
 
     async def stop(self) -> None:
@@ -355,12 +351,7 @@ class LocalFcm:
         app = web.Application()
         app.router.add_post("/token", self.token)
         app.router.add_post("/v1/projects/{project}/messages:send", self.send)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self._runner, self.url = await serve_app(app)
         return self
 
     async def stop(self) -> None:

@@ -45,6 +45,12 @@ def kinds(events: list[dict[str, Any]]) -> list[str]:
 
 
 async def test_whole_lifecycle(server: Server, receiver: WebhookReceiver) -> None:
+    await run_whole_lifecycle(server, receiver)
+
+
+async def run_whole_lifecycle(server: Server, receiver: WebhookReceiver) -> None:
+    """Escalate, notify, claim, chat both ways with typing, hand back with a webhook, resolve, reopen: checked
+    through clients only, so it runs against any server (in this process or another)."""
     bot = await server.bot(webhook=receiver.url)
     alice = await server.agent(bot, name="Alice")
     bob = await server.agent(bot, name="Bob")

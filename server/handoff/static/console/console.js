@@ -1,10 +1,10 @@
-/* The agent console: the reference client of docs/protocol.md for agents (B14).
+/* The agent console: the reference client of docs/protocol.md for agents.
  *
  * Signed in with an agent token, it shows the queue of waiting conversations (GET /conversations, then live
  * `escalation` and `claimed` events), the conversations the agent holds, and one open conversation: its transcript
- * with the bot's turns set apart, live chat with typing indicators both ways, the copilot's suggestions (B6), claim,
+ * with the bot's turns set apart, live chat with typing indicators both ways, the copilot's suggestions, claim,
  * hand back and resolve. After a network drop it reconnects and `resume`s every conversation it follows from the
- * last seq it holds, then sends again what was not acknowledged: nothing missed, nothing twice (B9).
+ * last seq it holds, then sends again what was not acknowledged: nothing missed, nothing twice.
  */
 (function () {
   "use strict";

@@ -1,4 +1,4 @@
-/* Web Push for the console (B1): where the server offers a VAPID key and the browser supports the Push API, the
+/* Web Push for the console: where the server offers a VAPID key and the browser supports the Push API, the
  * console registers its service worker (sw.js), subscribes, and registers the subscription as a device of the agent
  * (POST /api/v1/agents/me/devices, kind "webpush"). Everything else degrades to a short note and the in-page
  * notifications: a server without GET /api/v1/push/vapid-public-key (404), a page not in a secure context, a

@@ -8,10 +8,10 @@
  *   token is forgotten. The page supplies only its event handlers, what to resume and how to show it.
  * - `Transcript`: one conversation's stored events keyed by seq, so an event seen twice (a broadcast and the
  *   `resume` ack after a reconnect) is shown once, and `lastSeq` is the highest seq up to which nothing is missing:
- *   exactly what `resume` asks for (B9); `renderEvents()` keeps a list of its items in seq order.
+ *   exactly what `resume` asks for; `renderEvents()` keeps a list of its items in seq order.
  * - `Outbox`: messages with a `client_id` kept until the server acknowledged them, sent again after a reconnect
  *   (the server stores a repeated client_id once and answers with the first seq), so nothing is lost or doubled.
- * - `TypingSender`: start/stop indicators from an input, paced under the server's throttle and timeout (B5).
+ * - `TypingSender`: start/stop indicators from an input, paced under the server's throttle and timeout.
  */
 (function (global) {
   "use strict";

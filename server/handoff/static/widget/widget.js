@@ -1,4 +1,4 @@
-/* The customer chat widget: one conversation, with its customer token (B14, docs/protocol.md).
+/* The customer chat widget: one conversation, with its customer token (docs/protocol.md).
  *
  * It talks to the bot and then to the agent over the same conversation, shows who is typing, sends typing
  * indicators itself, and says in its status line where the conversation stands ("an agent joined", "you are back
