@@ -271,7 +271,7 @@ class ConversationService:
         return done.outcome
 
     async def hand_back(self, who: Principal, data: p.HandBackIn) -> Outcome:
-        """Agent -> bot: the bot gets every message since the latest escalation (event and webhook)."""
+        """Agent -> bot: the bot gets every message and tool event since the latest escalation (event and webhook)."""
         require_role(Action.HAND_BACK, who.role)
 
         async def op(tx: Tx) -> Committed:
@@ -288,7 +288,7 @@ class ConversationService:
             await tx.escalations.close(conv.conversation_id)
             since = await tx.events.latest_escalation_seq(conv.conversation_id) or 0
             handed = {"conversation_id": conv.conversation_id, "note": data.note,
-                      "turns": await tx.events.messages_after(conv.conversation_id, since), "seq": seq}
+                      "turns": await tx.events.turns_after(conv.conversation_id, since), "seq": seq}
             bot = await tx.bots.get(conv.bot_id)
             out = Outcome(ack={"status": target.value, "seq": seq}, subscribe=(conv.conversation_id, ROLE_AGENT))
             if bot is not None and bot.handback_webhook:

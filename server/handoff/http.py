@@ -131,6 +131,7 @@ class HttpApi:
             web.post(f"{api}/conversations/{{conversation_id}}/escalate", self.escalate),
             web.get(f"{api}/conversations/{{conversation_id}}/events", self.events),
             web.get(f"{api}/conversations/{{conversation_id}}/suggestions", self.suggestions),
+            web.post(f"{api}/conversations/{{conversation_id}}/tool-events", self.tool_event),
         ]
 
     # -- helpers --------------------------------------------------------------------------------------------
@@ -255,3 +256,10 @@ class HttpApi:
         who = await self._who(request)
         cid = payloads.path_id(request.match_info["conversation_id"], "conversation id", conversation=True)
         return web.json_response(await self.services.sidebar.current(who, cid))
+
+    async def tool_event(self, request: web.Request) -> web.Response:
+        who = await self._who(request)
+        cid = payloads.path_id(request.match_info["conversation_id"], "conversation id", conversation=True)
+        data = payloads.tool_event(await self._body(request), conversation_id=cid)
+        outcome = await self.delivery.run(cid, None, lambda: self.services.tool_events.post(who, data))
+        return web.json_response(outcome.ack)

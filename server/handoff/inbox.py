@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from copilot.protocol import ERR_FORBIDDEN, ROLE_AGENT
+from copilot.protocol import ERR_FORBIDDEN, ROLE_AGENT, ROLE_CUSTOMER
 from handoff import payloads as p
 from handoff.auth import Principal
 from handoff.errors import HandoffError
@@ -25,11 +25,12 @@ class InboxService:
         self.store = store
 
     async def events(self, who: Principal, conversation_id: str, after_seq: int) -> dict[str, Any]:
-        """Stored events after ``after_seq``, for a party of the conversation (GET .../events)."""
+        """Stored events after ``after_seq``, for a party of the conversation (GET .../events); a customer gets
+        no tool events."""
         async with self.store.read() as tx:
             conv = await load(tx, conversation_id)
             check_party(who, conv)
-            return {"events": await tx.events.after(conversation_id, after_seq)}
+            return {"events": await tx.events.after(conversation_id, after_seq, hide_tools=who.role == ROLE_CUSTOMER)}
 
     async def queue(self, who: Principal, status: str, limit: int = 200) -> dict[str, Any]:
         """The agent's queue: conversations of its bots in ``status`` (waiting by default), oldest first."""
@@ -59,5 +60,5 @@ class InboxService:
         async with self.store.read() as tx:
             conv = await load(tx, data.conversation_id)
             check_party(who, conv)
-            missed = await tx.events.after(conv.conversation_id, data.after_seq)
+            missed = await tx.events.after(conv.conversation_id, data.after_seq, hide_tools=who.role == ROLE_CUSTOMER)
         return Outcome(ack={"events": missed, "status": conv.status}, subscribe=(conv.conversation_id, who.role))

@@ -52,6 +52,7 @@ class HandoffNamespace(socketio.AsyncNamespace):
         self.store = store
         self.conversations = services.conversations
         self.inbox = services.inbox
+        self.tool_events = services.tool_events
         self.typing = services.typing
         self.sidebar = services.sidebar
         self.delivery = delivery
@@ -152,6 +153,10 @@ class HandoffNamespace(socketio.AsyncNamespace):
     async def on_suggestion_feedback(self, sid: str, who: Principal, data: Any) -> Ack:
         fb = payloads.feedback(data)
         return (await self.delivery.run(fb.conversation_id, sid, lambda: self.sidebar.feedback(who, fb))).ack
+
+    async def on_tool_event(self, sid: str, who: Principal, data: Any) -> Ack:
+        tool = payloads.tool_event(data)
+        return (await self.delivery.run(tool.conversation_id, sid, lambda: self.tool_events.post(who, tool))).ack
 
     async def on_resume(self, sid: str, who: Principal, data: Any) -> Ack:
         res = payloads.resume(data)

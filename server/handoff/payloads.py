@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from copilot.protocol import (
     MAX_NOTE_CHARS,
     MAX_REASON_CHARS,
     MAX_TEXT_CHARS,
+    MAX_TOOL_EVENT_BYTES,
+    MAX_TOOL_NAME_CHARS,
     ROLE_BOT,
     ROLE_CUSTOMER,
     STATUSES,
@@ -219,6 +222,45 @@ def message(payload: object) -> MessageIn:
     )
     f.done()
     return out
+
+
+@dataclass(frozen=True)
+class ToolEventIn:
+    """A lookup the bot or the agent made (a knowledge-base query, an order or CRM lookup) and what it returned."""
+
+    conversation_id: str
+    client_id: str | None
+    name: str
+    request: dict[str, Any]
+    result: dict[str, Any] | None
+    error: str | None
+
+
+def tool_event(payload: object, *, conversation_id: str | None = None) -> ToolEventIn:
+    """A ``tool_event`` (Socket.IO: with ``conversation_id`` and ``client_id``) or the body of
+    ``POST /conversations/{id}/tool-events`` (``conversation_id`` from the path, ``client_id`` optional)."""
+    f = Fields(payload, "tool_event")
+    cid = conversation_id if conversation_id is not None else _conversation_id(f)
+    client_id = f.text("client_id", required=conversation_id is None, max_chars=MAX_CLIENT_ID_CHARS)
+    name = f.req_text("name", max_chars=MAX_TOOL_NAME_CHARS)
+    request = f.raw("request")
+    result = f.raw("result", required=False)
+    for field, value in (("request", request), ("result", result)):
+        if value is not None and not isinstance(value, dict):
+            raise invalid(f"tool_event: '{field}' must be a JSON object, not {type(value).__name__}")
+    error = f.text("error", required=False, max_chars=MAX_TOOL_EVENT_BYTES, too_large=True)
+    f.done()
+    try:
+        size = len(json.dumps({"name": name, "request": request, "result": result, "error": error},
+                              ensure_ascii=False, allow_nan=False).encode("utf-8"))
+    except ValueError as exc:  # NaN or infinity
+        raise invalid(f"tool_event: not valid JSON ({exc})") from None
+    except UnicodeEncodeError:
+        raise invalid("tool_event: holds text that is not valid Unicode (a lone surrogate)") from None
+    if size > MAX_TOOL_EVENT_BYTES:
+        raise HandoffError(ERR_TOO_LARGE, f"tool_event: {size} bytes of JSON; at most {MAX_TOOL_EVENT_BYTES} are "
+                                          "allowed", limit=MAX_TOOL_EVENT_BYTES)
+    return ToolEventIn(cid, client_id, name, request, result, error)
 
 
 def typing(payload: object) -> TypingIn:

@@ -3,6 +3,7 @@
 - :class:`~handoff.directory.DirectoryService`: bots, agents, keys and devices;
 - :class:`~handoff.conversations.ConversationService`: conversations, messages and the state machine's moves;
 - :class:`~handoff.inbox.InboxService`: what parties read: queues, events, join and resume;
+- :class:`~handoff.tool_events.ToolEventService`: the lookups the bot or the agent made, for the agent side only;
 - :class:`~handoff.typing.TypingService`: typing indicators;
 - :class:`~handoff.sidebar.SidebarService`: the copilot's suggestions and what agents did with them;
 - :class:`~handoff.ladder.LadderService`: the unclaimed-escalation ladder's rungs.
@@ -22,6 +23,7 @@ from handoff.notify import Notifier
 from handoff.sidebar import SidebarService
 from handoff.store import Store
 from handoff.suggestions import SuggestionProvider
+from handoff.tool_events import ToolEventService
 from handoff.typing import TypingService, TypingTracker
 
 
@@ -30,6 +32,7 @@ class Services:
     directory: DirectoryService
     conversations: ConversationService
     inbox: InboxService
+    tool_events: ToolEventService
     typing: TypingService
     sidebar: SidebarService
     ladder: LadderService
@@ -65,6 +68,7 @@ def build_services(store: Store, *, notifier: Notifier, provider: SuggestionProv
         conversations=ConversationService(store, clock=clock, notifier=notifier, typing=typing_service,
                                           metrics=metrics, ladder=ladder, suggesting=sidebar.enabled),
         inbox=InboxService(store),
+        tool_events=ToolEventService(store, clock=clock, suggesting=sidebar.enabled),
         typing=typing_service,
         sidebar=sidebar,
         ladder=LadderService(store, clock=clock, notifier=notifier, metrics=metrics, ladder=ladder,

@@ -22,6 +22,8 @@ PREVIEW_CHARS: Final = 200
 MAX_CLIENT_ID_CHARS: Final = 200
 MAX_REASON_CHARS: Final = 1_000
 MAX_LABEL_CHARS: Final = 200  # a response-template label: 1-200 characters, no whitespace
+MAX_TOOL_NAME_CHARS: Final = 100
+MAX_TOOL_EVENT_BYTES: Final = 65_536  # a tool event's name, request, result and error as JSON; more is too_large
 MIN_EVENTS_PER_SECOND: Final = 20  # every connection may send at least this many events per second
 
 # Identifiers. Bot ids are chatbot ids of the recorded-conversation format (e.g. bank_balance+weather): they
@@ -51,7 +53,9 @@ KIND_CLAIMED: Final = "claimed"
 KIND_HANDED_BACK: Final = "handed_back"
 KIND_RESOLVED: Final = "resolved"
 KIND_REOPENED: Final = "reopened"
-EVENT_KINDS: Final = (KIND_MESSAGE, KIND_ESCALATED, KIND_CLAIMED, KIND_HANDED_BACK, KIND_RESOLVED, KIND_REOPENED)
+KIND_TOOL: Final = "tool"  # a lookup the bot or the agent made, and what it returned: never shown to a customer
+EVENT_KINDS: Final = (KIND_MESSAGE, KIND_ESCALATED, KIND_CLAIMED, KIND_HANDED_BACK, KIND_RESOLVED, KIND_REOPENED,
+                      KIND_TOOL)
 
 # Client -> server events.
 EV_JOIN: Final = "join"
@@ -63,6 +67,7 @@ EV_HAND_BACK: Final = "hand_back"
 EV_RESOLVE: Final = "resolve"
 EV_SUGGESTION_FEEDBACK: Final = "suggestion_feedback"
 EV_RESUME: Final = "resume"
+EV_TOOL_EVENT: Final = "tool_event"  # client -> server (post one) and server -> agents and bot (the stored event)
 CLIENT_EVENTS: Final = (
     EV_JOIN,
     EV_MESSAGE,
@@ -73,6 +78,7 @@ CLIENT_EVENTS: Final = (
     EV_RESOLVE,
     EV_SUGGESTION_FEEDBACK,
     EV_RESUME,
+    EV_TOOL_EVENT,
 )
 
 # Server -> client events.

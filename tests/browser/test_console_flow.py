@@ -244,3 +244,44 @@ async def _agent_messages(server: Any, cid: str, count: int) -> list[dict[str, A
 
 async def _true(value: Any) -> Any:
     return value
+
+
+async def test_lookups_show_as_cards_in_the_console_and_never_in_the_widget(
+        browser: Any, start_server: StartServer, screenshots: Path) -> None:
+    server = await start_server()
+    bot = await server.bot(bot_id="hotel-desk")
+    alice = await server.agent(bot, name="Alice")
+    cid, customer_token = await server.conversation(bot)
+    links = pilot_links(server.url, alice.token, customer_token, cid)
+    w = await open_page(browser, links.widget, viewport=PHONE)
+    await say(w, "Is the Hotel du Nord free on Friday?")
+    path = f"/conversations/{cid}/tool-events"
+    await server.expect("POST", path, bot.api_key, json={
+        "name": "hotel_search", "request": {"name": "Hotel du Nord", "day": "Friday", "guests": 2, "rooms": 1},
+        "result": {"items": [{"name": "Hotel du Nord", "available": True, "price": 120}], "total": 1}})
+    await server.expect("POST", path, bot.api_key, json={
+        "name": "hotel_book", "request": {"name": "Hotel du Nord"}, "error": "the booking service timed out"})
+    await server.escalate(bot, cid, reason="booking failed")
+    a = await open_page(browser, links.console, expected_failures=NO_PUSH)
+    await queue_item(a, cid).get_by_role("button").first.click()
+    await a.page.get_by_role("button", name="Claim").click()
+    await expect(a.page.locator("#transcript .tool")).to_have_count(2)
+    found, failed = a.page.locator("#transcript .tool.found"), a.page.locator("#transcript .tool.failed")
+    await expect(found).to_contain_text("hotel_search")
+    await expect(found).to_contain_text("name: Hotel du Nord · day: Friday · guests: 2 · …")
+    await expect(found).to_contain_text("1 result: name: Hotel du Nord, available: true, price: 120")
+    await expect(failed).to_contain_text("Failed: the booking service timed out")
+    # The agent's own lookup, live: nothing found.
+    await server.expect("POST", path, alice.token, json={"name": "hotel_search", "request": {"day": "Saturday"},
+                                                        "result": {"items": [], "total": 0}})
+    await expect(a.page.locator("#transcript .tool.empty")).to_contain_text("Nothing found")
+    await shot(a, screenshots, "console-lookups")
+    await a.page.set_viewport_size(PHONE)
+    await shot(a, screenshots, "console-lookups-phone")
+    # The customer saw none of it, live or after a reload.
+    await w.page.reload()
+    await expect(w.page.locator("#transcript .from-customer")).to_have_count(1)
+    assert await w.page.locator("#transcript .tool").count() == 0
+    assert "hotel_search" not in await w.page.locator("#transcript").inner_text()
+    a.assert_no_errors()
+    w.assert_no_errors()

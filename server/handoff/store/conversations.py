@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, insert, select, update
 
-from copilot.protocol import KIND_CLAIMED, KIND_ESCALATED, KIND_MESSAGE
+from copilot.protocol import KIND_CLAIMED, KIND_ESCALATED, KIND_MESSAGE, KIND_TOOL
 from handoff.states import Status
 from handoff.store.directory import Repository
 from handoff.store.execute import (
@@ -26,6 +26,7 @@ from handoff.store.execute import (
 )
 from handoff.store.rows import (
     EVENT_FIELDS,
+    JSON_FIELDS,
     ConversationRow,
     EscalationRow,
     OutboxRow,
@@ -124,22 +125,26 @@ class Events(Repository):
 
     async def insert(self, rows: Sequence[dict[str, Any]]) -> None:
         full = [{"conversation_id": r["conversation_id"], "seq": r["seq"], "kind": r["kind"], "at": r["at"],
-                 **{name: r.get(name) for name in EVENT_FIELDS}} for r in rows]
+                 **{name: _stored(name, r.get(name)) for name in EVENT_FIELDS}} for r in rows]
         await self._x(INSERT_EVENT, full)
 
-    async def after(self, conversation_id: str, after_seq: int,
-                           upto_seq: int | None = None) -> list[dict[str, Any]]:
-        """Stored events with ``after_seq < seq [<= upto_seq]``, in order."""
+    async def after(self, conversation_id: str, after_seq: int, upto_seq: int | None = None, *,
+                    hide_tools: bool = False) -> list[dict[str, Any]]:
+        """Stored events with ``after_seq < seq [<= upto_seq]``, in order; ``hide_tools``: without tool events (what
+        a customer may see)."""
         cond = and_(events.c.conversation_id == conversation_id, events.c.seq > after_seq)
         if upto_seq is not None:
             cond = and_(cond, events.c.seq <= upto_seq)
+        if hide_tools:
+            cond = and_(cond, events.c.kind != KIND_TOOL)
         rows = await self._x(select(events).where(cond).order_by(events.c.seq))
         return [event_wire(r) for r in rows]
 
-    async def messages_after(self, conversation_id: str, after_seq: int) -> list[dict[str, Any]]:
+    async def turns_after(self, conversation_id: str, after_seq: int) -> list[dict[str, Any]]:
+        """The messages and tool events after ``after_seq``, in order (what a hand back gives the bot)."""
         rows = await self._x(select(events).where(and_(
             events.c.conversation_id == conversation_id, events.c.seq > after_seq,
-            events.c.kind == KIND_MESSAGE)).order_by(events.c.seq))
+            events.c.kind.in_((KIND_MESSAGE, KIND_TOOL)))).order_by(events.c.seq))
         return [event_wire(r) for r in rows]
 
     async def last_customer_text(self, conversation_id: str) -> str | None:
@@ -316,3 +321,10 @@ class Webhooks(Repository):
             stmt = stmt.where(webhook_outbox.c.conversation_id == conversation_id)
         return [dict(r._mapping) for r in await self._x(stmt)]
 
+
+
+def _stored(name: str, value: Any) -> Any:
+    """An event field as its column holds it: the JSON objects of a tool event as text."""
+    if value is not None and name in JSON_FIELDS:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return value

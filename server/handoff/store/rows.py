@@ -85,7 +85,9 @@ class OutboxRow:
     attempts: int
 
 
-EVENT_FIELDS = ("role", "sender", "text", "client_id", "status", "label", "note", "reason", "agent_name")
+EVENT_FIELDS = ("role", "sender", "text", "client_id", "status", "label", "note", "reason", "agent_name", "name",
+                "request", "result", "error")
+JSON_FIELDS = ("request", "result")  # stored as JSON text, shown as objects
 
 
 def event_wire(row: Any) -> dict[str, Any]:
@@ -94,7 +96,7 @@ def event_wire(row: Any) -> dict[str, Any]:
     for name in EVENT_FIELDS:
         value = getattr(row, name)
         if value is not None:
-            out[name] = value
+            out[name] = json.loads(value) if name in JSON_FIELDS else value
     out["at"] = row.at
     return out
 

@@ -91,6 +91,11 @@ events = Table(
     Column("note", Text, nullable=True),
     Column("reason", Text, nullable=True),
     Column("agent_name", String(200), nullable=True),
+    # A tool event's (kind "tool"): the tool, its request and result as JSON objects, and its error.
+    Column("name", String(100), nullable=True),
+    Column("request", Text, nullable=True),
+    Column("result", Text, nullable=True),
+    Column("error", Text, nullable=True),
     Column("at", TIME, nullable=False),
     PrimaryKeyConstraint("conversation_id", "seq"),
     # A resent client_id is stored once. NULL client_ids (state events) never collide.

@@ -9,6 +9,8 @@
 (function () {
   "use strict";
 
+  const TOOL_FIELDS_SHOWN = 3; // request fields on a lookup card; the rest is elided
+
   const C = window.HandoffClient;
   const el = C.el;
   const $ = (id) => document.getElementById(id);
@@ -70,13 +72,13 @@
     for (const e of events) {
       if (!c.transcript.merge(e)) continue;
       added += 1;
+      // Suggestions computed for an older state are stale once a newer message or lookup is here.
+      if ((e.kind === "message" || e.kind === "tool") && c.suggestions && c.suggestions.for_seq < e.seq) {
+        c.suggestions = null;
+        c.picked = null;
+      }
       if (e.kind === "message") {
         if (e.role === "agent" && e.sender === state.me.id && e.client_id) state.live.outbox.settle(e.client_id);
-        // Suggestions computed for an older state are stale once a newer message is here.
-        if (c.suggestions && c.suggestions.for_seq < e.seq) {
-          c.suggestions = null;
-          c.picked = null;
-        }
         if (e.role === "customer") setCustomerTyping(c, false);
         // Unread: customer messages that arrive after the first load of a held conversation not on screen.
         if (c.loaded && state.selected !== c.id && e.role === "customer" && state.mine.has(c.id)) c.unread += 1;
@@ -152,6 +154,7 @@
         escalation: onEscalation,
         claimed: onClaimed,
         message: (e) => onStoredEvent(e),
+        tool_event: (e) => onStoredEvent(e),
         status: onStatus,
         typing: onTyping,
         suggestions: onSuggestions,
@@ -690,6 +693,7 @@
           e.label ? el("span", { className: "tag" }, "template " + e.label) : null),
         e.text);
     }
+    if (e.kind === "tool") return toolCard(c, e, partial);
     let text;
     switch (e.kind) {
       case "escalated": text = "The bot escalated to a human" + (e.reason ? ": " + e.reason : ""); break;
@@ -700,6 +704,41 @@
       default: text = e.kind;
     }
     return el("li", { className: "sys", dataset: partial }, text);
+  }
+
+  /** A lookup the bot or an agent made, as a compact card: the tool, the main request fields, the outcome. */
+  function toolCard(c, e, dataset) {
+    const request = Object.entries(e.request || {}).slice(0, TOOL_FIELDS_SHOWN)
+      .map(([k, v]) => k + ": " + shortValue(v)).join(" · ");
+    const more = Object.keys(e.request || {}).length > TOOL_FIELDS_SHOWN ? " · …" : "";
+    const outcome = toolOutcome(e);
+    return el("li", { className: "tool " + outcome.kind, dataset },
+      el("span", { className: "who" }, "Lookup by " + (e.role === "bot" ? "the bot"
+        : e.sender === state.me.id ? "you" : senderName(c, e)),
+        e.at ? el("time", { datetime: e.at }, C.formatTime(e.at)) : null),
+      el("span", { className: "tool-name" }, e.name),
+      request ? el("span", { className: "tool-request" }, request + more) : null,
+      el("span", { className: "tool-outcome" }, outcome.text));
+  }
+
+  function toolOutcome(e) {
+    if (e.error) return { kind: "failed", text: "Failed: " + e.error };
+    const result = e.result || {};
+    const list = Object.values(result).find((v) => Array.isArray(v));
+    if (list) {
+      if (!list.length) return { kind: "empty", text: "Nothing found" };
+      const first = list[0] && typeof list[0] === "object" ? Object.entries(list[0]).slice(0, 3)
+        .map(([k, v]) => k + ": " + shortValue(v)).join(", ") : shortValue(list[0]);
+      return { kind: "found", text: list.length + (list.length === 1 ? " result: " : " results, first: ") + first };
+    }
+    const keys = Object.keys(result);
+    if (!keys.length) return { kind: "empty", text: "Nothing found" };
+    return { kind: "found", text: keys.slice(0, 3).map((k) => k + ": " + shortValue(result[k])).join(", ") };
+  }
+
+  function shortValue(v) {
+    const text = typeof v === "string" ? v : JSON.stringify(v);
+    return text.length > 60 ? text.slice(0, 59) + "…" : text;
   }
 
   function renderOutbox() {
