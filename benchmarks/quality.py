@@ -3,10 +3,10 @@ the first 1 / 3 suggested labels?).
 
     PYTHONPATH=src python benchmarks/quality.py [--splits DIR] [--only classifier,tfidf] [--refit]
 
-``--splits`` is a folder with train/dev/test.jsonl (``copilot.data.write_splits``); default ``$COPILOT_SPLITS_DIR``,
-else the project's sample split in memory. Fitted on train; ``--refit`` fits again on train+dev before the test
-split (dev figures always come from the model fitted on train only). Goal (issue 4): the best configuration reaches
-recall@1 >= 0.65 and recall@3 >= 0.88 on test.
+``--splits`` is a folder with train/dev/test.jsonl (``copilot.data.splits.write_splits``); default
+``$COPILOT_SPLITS_DIR``, else the project's sample split in memory. Fitted on train; ``--refit`` fits again on
+train+dev before the test split (dev figures always come from the model fitted on train only). Goal (issue 4):
+the best configuration reaches recall@1 >= 0.65 and recall@3 >= 0.88 on test.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
 
 
 def load_splits(folder: str | None) -> dict[str, Any]:
-    from copilot.data import split_dataset
-    from copilot.records import load_dataset
+    from copilot.data.records import load_dataset
+    from copilot.data.splits import split_dataset
 
     if folder:
         return {name: load_dataset(Path(folder) / f"{name}.jsonl") for name in ("train", "dev", "test")}
@@ -51,7 +51,7 @@ def load_splits(folder: str | None) -> dict[str, Any]:
 
 
 def recall(strategy: Any, data: Any) -> tuple[float, float, int]:
-    from copilot.context import contexts_for
+    from copilot.data.context import contexts_for
 
     contexts, truths = [], []
     for conversation in data.conversations:
@@ -84,9 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from copilot.records import Dataset
+    from copilot.data.records import Dataset
+    from copilot.evaluation.tasks import load_task
     from copilot.strategies import make_strategy
-    from copilot.tasks import load_task
 
     CONFIGS["classifier"] = {**load_task(ROOT / "evals" / "star.yaml").strategy("classifier").params,
                              **CONFIGS["classifier"]}

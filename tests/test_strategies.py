@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from copilot.context import Context, contexts_for
-from copilot.data import split_dataset
-from copilot.records import Dataset, load_dataset
+from copilot.data.context import Context, contexts_for
+from copilot.data.records import Dataset, load_dataset
+from copilot.data.splits import split_dataset
 from copilot.strategies import STRATEGIES, NotFittedError, Strategy, make_strategy
 
 
@@ -26,7 +26,7 @@ def splits(sample_path: Path) -> dict[str, Dataset]:
 @pytest.fixture(scope="session")
 def llm_base_url() -> Iterator[str]:
     """A real local OpenAI-compatible server (llama.cpp, SmolLM2-135M) for the whole session."""
-    from copilot.llm_server import llama_cpp_available, local_llm_server
+    from copilot.strategies.llm_server import llama_cpp_available, local_llm_server
 
     if not llama_cpp_available():
         pytest.skip("llama_cpp is not installed (pip install 'llama-cpp-python[server]'): no local LLM server")
@@ -37,7 +37,7 @@ def llm_base_url() -> Iterator[str]:
 def params_for(name: str, request: pytest.FixtureRequest) -> dict[str, Any]:
     """Test settings per family: small and fast; the llm strategy talks to the local server."""
     if name == "llm":
-        from copilot.llm_server import LOCAL_MODEL
+        from copilot.strategies.llm_server import LOCAL_MODEL
 
         base_url = request.getfixturevalue("llm_base_url")
         return {"base_url": base_url, "model": LOCAL_MODEL, "few_shot": 1, "max_tokens": 8, "history": 2}
@@ -122,7 +122,7 @@ def test_registry_has_every_family() -> None:
 
 @pytest.mark.slow
 def test_llm_labels_and_free_text(splits: dict[str, Dataset], llm_base_url: str) -> None:
-    from copilot.llm_server import LOCAL_MODEL
+    from copilot.strategies.llm_server import LOCAL_MODEL
 
     context = held_out(splits["test"], limit=1)[0]
     responses = splits["train"].responses(context.chatbot)

@@ -14,8 +14,7 @@ import pytest
 from mlflow import MlflowClient
 from workbench_testing import Evaluation
 
-from copilot.settings import Settings
-from copilot.tracking import (
+from copilot.serving.tracking import (
     MlflowTracker,
     RunRecord,
     WorkbenchTracker,
@@ -24,6 +23,7 @@ from copilot.tracking import (
     git_commit,
     mlflow_ui_command,
 )
+from copilot.settings import Settings
 
 STRATEGY = "tfidf(ngram_range=(1, 2))"
 

@@ -20,7 +20,7 @@ import socketio
 from aiohttp import web
 from engineio.async_drivers import aiohttp as aiohttp_driver
 
-from copilot.protocol import MAX_FRAME_BYTES
+from copilot.live.protocol import MAX_FRAME_BYTES
 from handoff import ladder
 from handoff.delivery import Delivery
 from handoff.http import HttpApi, json_errors

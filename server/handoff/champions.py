@@ -8,7 +8,7 @@ server's provider interface and lifecycle (warm at start, close at shutdown).
 
 from __future__ import annotations
 
-from copilot.context import Context
+from copilot.data.context import Context
 from copilot.serving.champions import ChampionSuggester
 from handoff.settings import Settings, SettingsError
 from handoff.suggestions import ProvidedSuggestions
@@ -38,7 +38,7 @@ def make_champion_provider(settings: Settings) -> ChampionProvider:
     if not settings.mlflow_tracking_uri:
         raise SettingsError("HANDOFF_MLFLOW_TRACKING_URI (or MLFLOW_TRACKING_URI) is needed to serve champions")
     if settings.embedding_cache_dir:
-        from copilot.embeddings import set_default_cache_dir
+        from copilot.strategies.embeddings import set_default_cache_dir
 
         set_default_cache_dir(settings.embedding_cache_dir)
     return ChampionProvider(ChampionSuggester(settings.mlflow_tracking_uri, refresh_s=settings.champion_refresh_s))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from copilot.protocol import ERROR_CODES, HTTP_STATUS
+from copilot.live.protocol import ERROR_CODES, HTTP_STATUS
 
 
 class HandoffError(Exception):

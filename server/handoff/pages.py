@@ -18,8 +18,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from copilot.links import PilotLinks, pilot_links
-from copilot.protocol import CONSOLE_PATH, WIDGET_PATH
+from copilot.live.links import PilotLinks, pilot_links
+from copilot.live.protocol import CONSOLE_PATH, WIDGET_PATH
 
 __all__ = ["STATIC_DIR", "PilotLinks", "page_routes", "pilot_links", "static_headers"]
 

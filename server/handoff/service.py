@@ -23,8 +23,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from copilot.context import context_from_events
-from copilot.protocol import (
+from copilot.data.context import context_from_events
+from copilot.live.protocol import (
     ERR_ALREADY_CLAIMED,
     ERR_CONFLICT,
     ERR_FORBIDDEN,

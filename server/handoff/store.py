@@ -52,7 +52,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.base import Executable
 
-from copilot.protocol import KIND_CLAIMED, KIND_ESCALATED, KIND_MESSAGE, STATUS_WAITING
+from copilot.live.protocol import KIND_CLAIMED, KIND_ESCALATED, KIND_MESSAGE, STATUS_WAITING
 
 __all__ = ["DeviceRow", "EscalationRow", "IntegrityError", "PostgresStore", "SqliteStore", "Store", "Tx", "metadata",
            "now_iso", "open_store"]

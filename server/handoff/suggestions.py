@@ -20,7 +20,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from copilot.context import Context, Suggestion
+from copilot.data.context import Context, Suggestion
 from handoff.settings import SettingsError
 
 if TYPE_CHECKING:

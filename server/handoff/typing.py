@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from copilot.protocol import TYPING_START, TYPING_STOP
+from copilot.live.protocol import TYPING_START, TYPING_STOP
 
 TypingKey = tuple[str, str, str]  # (conversation_id, role, sender)
 

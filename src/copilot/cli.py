@@ -13,20 +13,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from copilot.records import DatasetError
+from copilot.data.records import DatasetError
 from copilot.registry import UnknownNameError
 from copilot.settings import Settings
 
 if TYPE_CHECKING:
-    from copilot.tracking import WorkbenchTracker
-from copilot.tasks import TaskError
+    from copilot.serving.tracking import WorkbenchTracker
+from copilot.evaluation.tasks import TaskError
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
 
 def _cmd_import_star(args: argparse.Namespace, settings: Settings) -> int:
-    from copilot.importers.star import EscalationRule, download_star, import_star
-    from copilot.records import save_dataset
+    from copilot.data.importers.star import EscalationRule, download_star, import_star
+    from copilot.data.records import save_dataset
 
     source = args.source
     if args.download:
@@ -47,7 +47,7 @@ def _cmd_import_star(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_import_jsonl(args: argparse.Namespace, settings: Settings) -> int:
-    from copilot.importers.generic import import_jsonl
+    from copilot.data.importers.generic import import_jsonl
 
     dataset = import_jsonl(args.file, args.out)
     print(f"wrote {len(dataset.conversations)} conversations of {len(dataset.chatbots)} chatbots to {args.out}")
@@ -55,8 +55,8 @@ def _cmd_import_jsonl(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_data_stats(args: argparse.Namespace, settings: Settings) -> int:
-    from copilot.data import dataset_stats
-    from copilot.records import load_dataset
+    from copilot.data.records import load_dataset
+    from copilot.data.splits import dataset_stats
 
     frame = dataset_stats(load_dataset(args.file))
     print(frame.to_json(orient="records", indent=2) if args.json else frame.to_string(index=False))
@@ -64,8 +64,8 @@ def _cmd_data_stats(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_data_split(args: argparse.Namespace, settings: Settings) -> int:
-    from copilot.data import split_dataset, write_splits
-    from copilot.records import load_dataset
+    from copilot.data.records import load_dataset
+    from copilot.data.splits import split_dataset, write_splits
 
     try:
         fractions = tuple(float(x) for x in args.fractions.split(","))
@@ -80,7 +80,7 @@ def _cmd_data_split(args: argparse.Namespace, settings: Settings) -> int:
 
 def _task_data(args: argparse.Namespace, settings: Settings, task: object, names: tuple[str, str]) -> list[object]:
     """The data files given on the command line, or the task's own data split with the task's seed."""
-    from copilot.tasks import Task
+    from copilot.evaluation.tasks import Task
 
     assert isinstance(task, Task)
     given = [getattr(args, n) for n in names]
@@ -93,7 +93,7 @@ def _task_data(args: argparse.Namespace, settings: Settings, task: object, names
 
 
 def _load_task(args: argparse.Namespace) -> object:
-    from copilot.tasks import load_task
+    from copilot.evaluation.tasks import load_task
 
     only = [s for s in args.only.split(",") if s] if args.only else None
     return load_task(args.task, only=only)
@@ -105,14 +105,14 @@ def _tracker(args: argparse.Namespace, settings: Settings) -> WorkbenchTracker |
         return None
     from dataclasses import replace
 
-    from copilot.tracking import WorkbenchTracker
+    from copilot.serving.tracking import WorkbenchTracker
 
     uri = getattr(args, "tracking_uri", None)
     return WorkbenchTracker.from_settings(replace(settings, mlflow_tracking_uri=uri) if uri else settings)
 
 
 def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    from copilot.evaluation import run
+    from copilot.evaluation.runs import run
 
     task = _load_task(args)
     train, test = _task_data(args, settings, task, ("train", "test"))
@@ -123,7 +123,7 @@ def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
-    from copilot.tuning import tune
+    from copilot.evaluation.tuning import tune
 
     task = _load_task(args)
     train, dev = _task_data(args, settings, task, ("train", "dev"))
@@ -137,7 +137,7 @@ def _cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_results(args: argparse.Namespace, settings: Settings) -> int:
-    from copilot.results import write_results
+    from copilot.evaluation.results import write_results
 
     path = write_results(args.runs, args.out)
     print(f"wrote {path}")
@@ -151,7 +151,7 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    from copilot.records import load_dataset
+    from copilot.data.records import load_dataset
     from copilot.serving.export import export_champions, load_champions
 
     champions = load_champions(args.tuning)
@@ -166,8 +166,8 @@ def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     import os
 
-    from copilot.records import load_dataset
-    from copilot.replay import ReplayConfig, run_replay, select
+    from copilot.data.records import load_dataset
+    from copilot.live.replay import ReplayConfig, run_replay, select
 
     if (args.server is None) == (not args.start_server):
         print("copilot replay: give either --server URL or --start-server", file=sys.stderr)
@@ -195,7 +195,7 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
-    from copilot.report import load_table, write_report
+    from copilot.report.report import load_table, write_report
     from copilot.settings import find_project_root
 
     sources = {name: path for name, path in (("summary", args.summary), ("predictions", args.predictions),
@@ -219,7 +219,7 @@ def _cmd_mlflow_ui(args: argparse.Namespace, settings: Settings) -> int:
     import os
     import shlex
 
-    from copilot.tracking import mlflow_ui_command
+    from copilot.serving.tracking import mlflow_ui_command
 
     try:
         command = mlflow_ui_command(settings, host=args.host, port=args.port)
@@ -351,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings.from_env()
-    from copilot.embeddings import set_default_cache_dir
+    from copilot.strategies.embeddings import set_default_cache_dir
 
     set_default_cache_dir(settings.cache_dir)
     try:

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 from copilot import pipeline
+from copilot.serving.tracking import WorkbenchTracker, is_server, mlflow_ui_command
 from copilot.settings import Settings
-from copilot.tracking import WorkbenchTracker, is_server, mlflow_ui_command
 
 
 def _scores(summary: dict[str, Any], strategy: str) -> str:

@@ -12,7 +12,8 @@ names, so each stage finds what the previous one wrote:
 | replay | :func:`replay_stage` | ``replay/turns.parquet``, ``replay/handoff.json``, ``replay/summary.json`` |
 | report | :func:`report_stage` | ``<reports dir>/index.html`` |
 
-Every stage that scores something logs it to MLflow when given a tracker (:class:`copilot.tracking.WorkbenchTracker`).
+Every stage that scores something logs it to MLflow when given a tracker
+(:class:`copilot.serving.tracking.WorkbenchTracker`).
 """
 
 from __future__ import annotations
@@ -25,16 +26,16 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from copilot.data import SPLITS, split_dataset, write_splits
-from copilot.records import Dataset, load_dataset, save_dataset
+from copilot.data.records import Dataset, load_dataset, save_dataset
+from copilot.data.splits import SPLITS, split_dataset, write_splits
 from copilot.settings import Settings, find_project_root
 
 if TYPE_CHECKING:
-    from copilot.replay import ReplayResult
+    from copilot.evaluation.tasks import Task
+    from copilot.evaluation.tuning import TuningResult
+    from copilot.live.replay import ReplayResult
     from copilot.serving.export import ExportedModel
-    from copilot.tasks import Task
-    from copilot.tracking import WorkbenchTracker
-    from copilot.tuning import TuningResult
+    from copilot.serving.tracking import WorkbenchTracker
 
 Say = Callable[[str], None]
 FINAL_TRAIN = "train+dev"
@@ -76,7 +77,7 @@ class Workspace:
         return self.root / "export.json"
 
     def task(self, tuned: bool = False) -> Task:
-        from copilot.tasks import load_task
+        from copilot.evaluation.tasks import load_task
 
         return load_task(self.tuned_task if tuned else self.task_path)
 
@@ -87,7 +88,7 @@ class Workspace:
 def workspace(settings: Settings) -> Workspace:
     """STAR's workspace when ``COPILOT_STAR_DIR`` is set, else the sample's. Also points the embedding cache at
     ``settings.cache_dir`` for this process (notebooks start here)."""
-    from copilot.embeddings import set_default_cache_dir
+    from copilot.strategies.embeddings import set_default_cache_dir
 
     set_default_cache_dir(settings.cache_dir)
     evals = find_project_root() / "evals"
@@ -101,7 +102,7 @@ def prepare(settings: Settings, say: Say = print) -> Workspace:
     ws = workspace(settings)
     ws.root.mkdir(parents=True, exist_ok=True)
     if settings.star_dir is not None:
-        from copilot.importers.star import import_star
+        from copilot.data.importers.star import import_star
 
         say(f"importing STAR from {settings.star_dir} ...")
         dataset, report = import_star(settings.star_dir)
@@ -126,7 +127,7 @@ def tune_stage(ws: Workspace, tracker: WorkbenchTracker | None = None, progress:
                say: Say = print) -> TuningResult:
     """Search every strategy's settings per chatbot on train/dev, pick champions by the W5 rule, write the tuned
     task (the task plus ``champions:`` and ``global:``), and log every candidate to MLflow."""
-    from copilot.tuning import tune
+    from copilot.evaluation.tuning import tune
 
     result = tune(ws.task(), train=ws.split("train"), dev=ws.split("dev"), out_dir=ws.tune_dir, tracker=tracker,
                   progress=progress)
@@ -138,7 +139,7 @@ def evaluate_stage(ws: Workspace, tracker: WorkbenchTracker | None = None, progr
                    say: Say = print) -> dict[str, Any]:
     """Fit on train+dev (the settings were chosen on dev), score on test: every strategy of the tuned task, the
     global strategy and the champions."""
-    from copilot.evaluation import run
+    from copilot.evaluation.runs import run
 
     return run(ws.task(tuned=True), train=ws.split(FINAL_TRAIN), test=ws.split("test"), out_dir=ws.evaluate_dir,
                tracker=tracker, progress=progress)
@@ -161,7 +162,7 @@ def export_stage(ws: Workspace, settings: Settings, say: Say = print) -> list[Ex
 def replay_stage(ws: Workspace, settings: Settings, tracker: WorkbenchTracker | None = None,
                  limit: int | None = None, progress: bool = True, say: Say = print) -> ReplayResult:
     """Replay the test split through a started ``handoff serve`` that serves the exported champions."""
-    from copilot.replay import ReplayConfig, run_replay, select
+    from copilot.live.replay import ReplayConfig, run_replay, select
 
     data = select(ws.dataset("test"), limit=limit)
     say(f"replaying {len(data.conversations)} test conversations through a started handoff server ...")
@@ -178,7 +179,7 @@ def replay_stage(ws: Workspace, settings: Settings, tracker: WorkbenchTracker | 
 def champions_vs_global(summary: Mapping[str, Any], tuning: Mapping[str, Any], metric: str = "recall@1"
                         ) -> pd.DataFrame:
     """Per chatbot on the test split: its champion against the global strategy (both fitted on train+dev)."""
-    from copilot.evaluation import CHAMPIONS, GLOBAL
+    from copilot.evaluation.runs import CHAMPIONS, GLOBAL
 
     global_id = GLOBAL
     rows = []
@@ -198,7 +199,7 @@ def champions_vs_global(summary: Mapping[str, Any], tuning: Mapping[str, Any], m
 
 def report_stage(ws: Workspace, settings: Settings) -> Path:
     """The HTML report from what the other stages wrote (missing parts are said so on the page)."""
-    from copilot.report import write_report
+    from copilot.report.report import write_report
 
     summary = json.loads((ws.evaluate_dir / "summary.json").read_text())
     tuning = json.loads((ws.tune_dir / "tuning.json").read_text())

@@ -23,8 +23,8 @@ from handoff.app import PARTS, SIO
 from handoff.settings import Settings
 from handoff.suggestions import ProvidedSuggestions
 
-from copilot.context import Context, Suggestion
-from copilot.protocol import API_PREFIX, NAMESPACE
+from copilot.data.context import Context, Suggestion
+from copilot.live.protocol import API_PREFIX, NAMESPACE
 
 POSTGRES_ADMIN_URL = os.environ.get("HANDOFF_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 ADMIN_KEY = "test-admin-key-0123456789abcdef"

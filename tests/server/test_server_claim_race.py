@@ -11,7 +11,7 @@ import pytest
 from handoff.store import Tx, open_store
 from handoff_testing import Server, uid
 
-from copilot.protocol import ERR_ALREADY_CLAIMED, EV_CLAIMED, EV_ESCALATION
+from copilot.live.protocol import ERR_ALREADY_CLAIMED, EV_CLAIMED, EV_ESCALATION
 
 AGENTS = 50
 ROUNDS = 100

@@ -21,7 +21,7 @@ from handoff.settings import Settings
 from handoff_testing import ADMIN_KEY, Bot, Server, WebhookReceiver, parts, serve_process
 from push_testing import LocalPushService
 
-from copilot.protocol import EV_ESCALATION, EV_STATUS
+from copilot.live.protocol import EV_ESCALATION, EV_STATUS
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from handoff_testing import Server, StartServer, WebhookReceiver, parts
 
-from copilot.protocol import (
+from copilot.live.protocol import (
     ERR_FORBIDDEN,
     ERR_INVALID_TRANSITION,
     EV_CLAIMED,

@@ -19,7 +19,7 @@ from handoff.typing import TypingTracker
 from handoff_testing import ADMIN_KEY, Server, serve_process
 from sqlalchemy.engine import Connection
 
-from copilot import protocol
+from copilot.live import protocol
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_PILOT = ROOT / "server" / "pilot.example.toml"

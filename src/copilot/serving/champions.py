@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from copilot.context import Context, ContextTurn, Suggestion
+from copilot.data.context import Context, ContextTurn, Suggestion
 from copilot.serving.export import (
     CHAMPION_ALIAS,
     MODEL_PREFIX,

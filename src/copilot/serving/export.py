@@ -1,7 +1,7 @@
 """A fitted strategy as an MLflow 3 pyfunc model, registered as ``copilot-<chatbot>`` with the alias ``champion``.
 
 The model's only artifact is the pickled fitted strategy. Its input is a one-column table ``context``: each row a
-JSON text ``{"chatbot": ..., "turns": [{"role", "text", "label"}]}`` (the :class:`copilot.context.Context` the
+JSON text ``{"chatbot": ..., "turns": [{"role", "text", "label"}]}`` (the :class:`copilot.data.context.Context` the
 live server builds); the parameter ``k`` (default 5) caps the suggestions. Its output is one JSON text per row: a
 list of ``{"text", "score", "label"}``, best first. Plain strings in and out give a signature that MLflow enforces
 without warnings and that any MLflow client (REST serving included) can call.
@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from copilot.context import Context, ContextTurn, Suggestion
-from copilot.records import Dataset
+from copilot.data.context import Context, ContextTurn, Suggestion
+from copilot.data.records import Dataset
+from copilot.serving.tracking import MlflowTracker, experiment_name
 from copilot.strategies.base import Strategy, make_strategy
-from copilot.tracking import MlflowTracker, experiment_name
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -244,7 +244,8 @@ def load_champions(path: str | Path) -> dict[str, dict[str, Any]]:
     """Per chatbot ``{strategy, params}`` from a tuning result.
 
     Accepts ``copilot tune``'s ``tuning.json`` (``{"per_chatbot": {bot: {"champion": {"strategy", "params",
-    ...}}}, ...}``, :mod:`copilot.tuning`) and a plain mapping ``{bot: {"strategy": name, "params": {...}}}``.
+    ...}}}, ...}``, :mod:`copilot.evaluation.tuning`) and a plain mapping
+    ``{bot: {"strategy": name, "params": {...}}}``.
     """
     data = json.loads(Path(path).read_text())
     if isinstance(data, Mapping) and isinstance(data.get("per_chatbot"), Mapping):
@@ -268,7 +269,7 @@ def export_champions(champions: Mapping[str, Mapping[str, Any]], train: Dataset,
                      chatbots: Sequence[str] | None = None) -> list[ExportedModel]:
     """Fit each chatbot's champion on ``train`` and export it (alias ``champion``).
 
-    Fitted exactly as the evaluation fits champions (:func:`copilot.evaluation.champions_predictions`): on the
+    Fitted exactly as the evaluation fits champions (:func:`copilot.evaluation.runs.champions_predictions`): on the
     whole training set, one fit per distinct setting shared by the chatbots that chose it. A strategy that learns
     across chatbots (the global classifier) therefore serves what was evaluated, not a model of one chatbot's data.
     """

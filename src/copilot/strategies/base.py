@@ -3,10 +3,10 @@
 - Settings are ``__init__`` keyword arguments with defaults, stored verbatim under the same attribute names; no
   logic in ``__init__``. :meth:`Strategy.get_params` reads them back (it feeds MLflow params and search grids) and
   :meth:`Strategy.clone` builds a fresh, unfitted copy from them.
-- ``fit(data) -> self`` learns from a :class:`~copilot.records.Dataset` (its conversations and each chatbot's
+- ``fit(data) -> self`` learns from a :class:`~copilot.data.records.Dataset` (its conversations and each chatbot's
   response set); learned state lives in attributes ending in ``_``.
 - ``suggest(context, k) -> list[Suggestion]``: at most ``k`` suggestions, best first, for the context the live
-  server would have (:mod:`copilot.context`). A suggestion from the chatbot's response set carries its label and
+  server would have (:mod:`copilot.data.context`). A suggestion from the chatbot's response set carries its label and
   the template text. ``suggest_many`` answers a batch; strategies override it where batching helps.
 
 Every class registered with :func:`register_strategy` is checked by one conformance test (tests/test_strategies.py).
@@ -18,8 +18,8 @@ import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Self
 
-from copilot.context import Context, Suggestion
-from copilot.records import Dataset
+from copilot.data.context import Context, Suggestion
+from copilot.data.records import Dataset
 from copilot.registry import Registry
 
 

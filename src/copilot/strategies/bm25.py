@@ -8,8 +8,8 @@ from typing import Any, Self
 
 import numpy as np
 
-from copilot.context import Context, Suggestion
-from copilot.records import Dataset
+from copilot.data.context import Context, Suggestion
+from copilot.data.records import Dataset
 from copilot.strategies.base import Strategy, register_strategy
 from copilot.strategies.common import Reply, query_text, replies_by_chatbot, vote
 

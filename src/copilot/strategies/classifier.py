@@ -27,11 +27,11 @@ from typing import Any, Self
 
 import numpy as np
 
-from copilot.context import Context, Suggestion
-from copilot.embeddings import Embedder
-from copilot.records import Dataset
+from copilot.data.context import Context, Suggestion
+from copilot.data.records import Dataset
 from copilot.strategies.base import Strategy, register_strategy
 from copilot.strategies.common import examples, query_text
+from copilot.strategies.embeddings import Embedder
 
 SCOPES = ("per_chatbot", "global")
 MODELS = ("logreg", "sgd", "mlp")

@@ -1,5 +1,5 @@
-"""Dense retrieval with MiniLM sentence embeddings (:mod:`copilot.embeddings`): the recorded contexts nearest in
-meaning to this one vote for their agents' replies."""
+"""Dense retrieval with MiniLM sentence embeddings (:mod:`copilot.strategies.embeddings`): the recorded contexts
+nearest in meaning to this one vote for their agents' replies."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from typing import Self
 
 import numpy as np
 
-from copilot.context import Context, Suggestion
-from copilot.embeddings import Embedder
-from copilot.records import Dataset
+from copilot.data.context import Context, Suggestion
+from copilot.data.records import Dataset
 from copilot.strategies.base import Strategy, register_strategy
 from copilot.strategies.common import Reply, query_text, replies_by_chatbot, vote
+from copilot.strategies.embeddings import Embedder
 
 
 @register_strategy
@@ -25,7 +25,7 @@ class DenseStrategy(Strategy):
         temperature: a neighbour's vote is ``exp(cosine / temperature)``-weighted (0: plain sum of cosines).
         cache_dir: folder of the on-disk embedding cache (shared, SQLite); None keeps vectors in memory only.
 
-    Pickles without the torch model: the :class:`~copilot.embeddings.Embedder` reloads it lazily.
+    Pickles without the torch model: the :class:`~copilot.strategies.embeddings.Embedder` reloads it lazily.
     """
 
     name = "dense"

@@ -1,5 +1,5 @@
 """LLM generation through the official ``openai`` client, against any OpenAI-compatible server (a hosted API, or
-the local llama.cpp server of :mod:`copilot.llm_server`), with few-shot examples retrieved by TF-IDF from the
+the local llama.cpp server of :mod:`copilot.strategies.llm_server`), with few-shot examples retrieved by TF-IDF from the
 chatbot's recorded conversations.
 
 - ``mode="labels"``: the prompt lists the chatbot's response labels and templates, shows the retrieved examples
@@ -22,8 +22,8 @@ from typing import Any, Self
 
 import numpy as np
 
-from copilot.context import Context, Suggestion
-from copilot.records import Dataset
+from copilot.data.context import Context, Suggestion
+from copilot.data.records import Dataset
 from copilot.strategies.base import Strategy, register_strategy
 from copilot.strategies.common import examples, query_text
 from copilot.strategies.tfidf import TfidfStrategy

@@ -1,4 +1,4 @@
-"""Metrics over the per-turn predictions table (:mod:`copilot.predictions`), with bootstrap intervals (W4).
+"""Metrics over the per-turn predictions table (:mod:`copilot.data.predictions`), with bootstrap intervals (W4).
 
 Every metric is registered in :data:`METRICS` with ``higher_is_better``; winner selection reads only that flag.
 A metric turns the table into one value per turn and a mask of the turns it counts:
@@ -8,7 +8,7 @@ A metric turns the table into one value per turn and a mask of the turns it coun
 - ``mrr``: over labelled agent turns, 1 / rank of the truth label among ``suggested_labels`` (0 when absent).
 - ``semantic@k`` (k = 1, 3): over free-typed agent turns (``truth_label`` None), 1 when one of the first k
   suggested texts has MiniLM cosine >= :data:`SEMANTIC_THRESHOLD` (0.7) with what the agent really sent. Needs an
-  :class:`~copilot.embeddings.Embedder`; computed only when asked for.
+  :class:`~copilot.strategies.embeddings.Embedder`; computed only when asked for.
 - ``coverage``: over all agent turns, 1 when there is at least one suggestion.
 - ``tokens``: over all agent turns, the mean LLM tokens per turn.
 - ``latency_p50``, ``latency_p95``: percentiles of ``latency_ms`` over all agent turns (no interval).
@@ -36,7 +36,7 @@ import pandas as pd
 from copilot.registry import Registry
 
 if TYPE_CHECKING:
-    from copilot.embeddings import Embedder
+    from copilot.strategies.embeddings import Embedder
 
 SEMANTIC_THRESHOLD = 0.7
 CONFIDENCE = 0.95
@@ -126,7 +126,7 @@ def semantic_hits(
 def _semantic(k: int) -> TurnValues:
     def values(frame: pd.DataFrame, embedder: Embedder | None) -> tuple[np.ndarray, np.ndarray]:
         if embedder is None:
-            raise ValueError(f"semantic@{k} needs an embedder (copilot.embeddings.Embedder)")
+            raise ValueError(f"semantic@{k} needs an embedder (copilot.strategies.embeddings.Embedder)")
         mask = ~_labelled(frame)
         out = np.zeros(len(frame))
         idx = np.flatnonzero(mask)

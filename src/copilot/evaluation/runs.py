@@ -1,10 +1,10 @@
 """Offline evaluation: fit each strategy of a task on train, predict every agent turn of test, score (W4).
 
-:func:`predict` builds the per-turn predictions table (:mod:`copilot.predictions`) for one fitted strategy;
-:func:`run` does it for every strategy of a :class:`~copilot.tasks.Task` (and for the per-chatbot champions when
-the task holds them), writes ``summary.json`` (:func:`copilot.metrics.summarize`), ``predictions.parquet`` and
-``run.json`` (what ran on which data at which commit), and prints a leaderboard. The CLI (``copilot evaluate``),
-the notebooks and the tests call :func:`run`.
+:func:`predict` builds the per-turn predictions table (:mod:`copilot.data.predictions`) for one fitted strategy;
+:func:`run` does it for every strategy of a :class:`~copilot.evaluation.tasks.Task` (and for the per-chatbot
+champions when the task holds them), writes ``summary.json`` (:func:`copilot.evaluation.metrics.summarize`),
+``predictions.parquet`` and ``run.json`` (what ran on which data at which commit), and prints a leaderboard.
+The CLI (``copilot evaluate``), the notebooks and the tests call :func:`run`.
 """
 
 from __future__ import annotations
@@ -20,22 +20,22 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from copilot.context import contexts_for
-from copilot.metrics import METRICS, summarize
-from copilot.predictions import prediction_row, predictions_frame
-from copilot.records import Dataset, load_dataset
+from copilot.data.context import contexts_for
+from copilot.data.predictions import prediction_row, predictions_frame
+from copilot.data.records import Dataset, load_dataset
+from copilot.evaluation.metrics import METRICS, summarize
+from copilot.evaluation.tasks import Champion, Task
 from copilot.strategies import Strategy, make_strategy
-from copilot.tasks import Champion, Task
 
 CHAMPIONS = "champions"
 GLOBAL = "global"  # the tuned task's single strategy for every chatbot
 
 
 class EvaluationTracker(Protocol):
-    """What evaluation, tuning and replay ask of a tracker; :class:`copilot.tracking.WorkbenchTracker` logs it to
-    MLflow (one experiment per chatbot, one run per strategy and settings). One call per stage, at its end:
+    """What evaluation, tuning and replay ask of a tracker; :class:`copilot.serving.tracking.WorkbenchTracker` logs
+    it to MLflow (one experiment per chatbot, one run per strategy and settings). One call per stage, at its end:
 
-    - ``frame``: the predictions table of every strategy (:mod:`copilot.predictions`);
+    - ``frame``: the predictions table of every strategy (:mod:`copilot.data.predictions`);
     - ``summary``: ``{"overall": {strategy: scores}, "per_chatbot": {chatbot: {strategy: scores}}}``;
     - ``params_by_strategy``: each strategy id's family and settings (``{"strategy": name, **settings}``);
     - ``data_path``: the scored dataset file (its SHA-256 becomes a tag), None when it was not a file;
@@ -169,14 +169,14 @@ def format_leaderboard(summary: Mapping[str, Any], metric: str = "recall@1") -> 
 def _embedder_if_needed(metrics: Sequence[str]) -> Any:
     if not any(METRICS.get(m).needs_embedder for m in metrics):
         return None
-    from copilot.embeddings import Embedder
     from copilot.settings import Settings
+    from copilot.strategies.embeddings import Embedder
 
     return Embedder(Settings.from_env().cache_dir)
 
 
 def _data_tags(data: Dataset | str | os.PathLike[str], name: str) -> dict[str, str]:
-    from copilot.tracking import file_sha256
+    from copilot.serving.tracking import file_sha256
 
     if isinstance(data, Dataset):
         return {f"{name}_path": "(in memory)"}
@@ -196,12 +196,12 @@ def run(
     """Evaluate every strategy of ``task`` (base params) and, when the task has them, its champions.
 
     Fits each strategy on ``train`` (all the task's chatbots at once), predicts every agent turn of ``test``,
-    and writes into ``out_dir``: ``summary.json`` (:func:`copilot.metrics.summarize`'s shape, with a
+    and writes into ``out_dir``: ``summary.json`` (:func:`copilot.evaluation.metrics.summarize`'s shape, with a
     ``champions`` entry when the task has champions), ``predictions.parquet`` (every strategy's rows) and
     ``run.json`` (task, strategies and settings, data files and hashes, commit, timings). Prints the leaderboard
     when ``progress``. Returns the summary.
     """
-    from copilot.tracking import git_commit
+    from copilot.serving.tracking import git_commit
 
     say: Callable[[str], None] = (lambda m: print(m, file=sys.stderr)) if progress else (lambda m: None)
     train_ds, test_ds = task.restrict(_as_dataset(train)), task.restrict(_as_dataset(test))

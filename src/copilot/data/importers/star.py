@@ -38,8 +38,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from copilot.protocol import MAX_TEXT_CHARS
-from copilot.records import Chatbot, Dataset, parse_conversation
+from copilot.data.records import Chatbot, Dataset, parse_conversation
+from copilot.live.protocol import MAX_TEXT_CHARS
 
 # The pinned public release (SOURCE.md): only downloaded when a user asks for it explicitly.
 STAR_COMMIT = "3058975092cdd09798e4a3a9e4ae135755824545"

@@ -229,7 +229,7 @@ class WorkbenchTracker:
         """Log an evaluation (or a tuning or a replay: ``stage``); returns the ids of the runs, per chatbot first.
 
         Args:
-            frame: the per-turn predictions table (:mod:`copilot.predictions`), every chatbot and strategy.
+            frame: the per-turn predictions table (:mod:`copilot.data.predictions`), every chatbot and strategy.
             summary: ``{"overall": {strategy: metrics}, "per_chatbot": {chatbot: {strategy: metrics}}}``.
             params_by_strategy: each strategy's ``get_params()``; a strategy missing here (e.g. ``champions``)
                 is logged without params.
@@ -295,7 +295,7 @@ class WorkbenchTracker:
 
 def _save(folder: Path, figures: Mapping[str, Figure]) -> dict[str, Path]:
     """Draw each figure once into ``folder``; returns artifact path -> file."""
-    from copilot import plots
+    from copilot.report import plots
 
     folder.mkdir(parents=True, exist_ok=True)
     files = {}
@@ -308,7 +308,7 @@ def _save(folder: Path, figures: Mapping[str, Figure]) -> dict[str, Path]:
 
 def _chatbot_plots(folder: Path, chatbot: str, rows: pd.DataFrame, metrics: Mapping[str, Any]) -> dict[str, Path]:
     """The plots every run of one chatbot carries: its strategies side by side."""
-    from copilot import plots
+    from copilot.report import plots
 
     figures: dict[str, Figure] = {}
     if len(rows):
@@ -320,7 +320,7 @@ def _chatbot_plots(folder: Path, chatbot: str, rows: pd.DataFrame, metrics: Mapp
 
 
 def _overall_plots(folder: Path, frame: pd.DataFrame, summary: Mapping[str, Any]) -> dict[str, Path]:
-    from copilot import plots
+    from copilot.report import plots
 
     figures: dict[str, Figure] = {}
     if len(frame):

@@ -8,17 +8,17 @@ as recorded (hand back before the bot speaks again, else resolve; an abandoned c
 agent). At each agent turn the replay waits for the ``suggestions`` the server sent
 for the conversation's latest stored event (matched by ``for_seq``: the customer message, the claim, or the agent's
 previous message) and records them next to what the agent really sent, in the per-turn predictions table of
-:mod:`copilot.predictions`. Many conversations run at once (asyncio, ``concurrency``).
+:mod:`copilot.data.predictions`. Many conversations run at once (asyncio, ``concurrency``).
 
 The server's context for a suggestion is ``context_from_events`` over the stored messages, which the replay makes
-identical to the offline context (``copilot.context.contexts_for``) of that agent turn: same turns, same labels.
+identical to the offline context (``copilot.data.context.contexts_for``) of that agent turn: same turns, same labels.
 So a replay with a champion exported from a fitted strategy reproduces that strategy's offline evaluation exactly
 (tests/test_replay.py).
 
 Outputs (:func:`run_replay`): ``turns.parquet`` (predictions columns plus ``for_seq``, ``agent_id`` and
 ``suggestions_received``; ``latency_ms`` is the time from the message (or claim) to its suggestions),
 ``handoff.json`` (completion, errors, latency percentiles, claim races) and ``summary.json``
-(``copilot.metrics.summarize`` of the turns).
+(``copilot.evaluation.metrics.summarize`` of the turns).
 """
 
 from __future__ import annotations
@@ -47,10 +47,11 @@ import aiohttp
 import numpy as np
 import pandas as pd
 
-from copilot.client import Connection, HandoffHttp, HandoffRefused, Received
-from copilot.context import Suggestion
-from copilot.predictions import COLUMNS, prediction_row
-from copilot.protocol import (
+from copilot.data.context import Suggestion
+from copilot.data.predictions import COLUMNS, prediction_row
+from copilot.data.records import Conversation, Dataset, Turn
+from copilot.live.client import Connection, HandoffHttp, HandoffRefused, Received
+from copilot.live.protocol import (
     EV_CLAIM,
     EV_ESCALATE,
     EV_ESCALATION,
@@ -60,7 +61,6 @@ from copilot.protocol import (
     EV_SUGGESTIONS,
     EV_TYPING,
 )
-from copilot.records import Conversation, Dataset, Turn
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -454,7 +454,7 @@ class StartedServer:
 
 def _code_paths() -> list[str]:
     """The folders holding ``copilot`` and ``handoff`` (found without importing the server), for PYTHONPATH."""
-    paths = [str(Path(__file__).resolve().parents[1])]
+    paths = [str(Path(__file__).resolve().parents[2])]  # src/, above copilot/live/
     spec = importlib.util.find_spec("handoff")
     if spec is not None and spec.origin:
         paths.append(str(Path(spec.origin).resolve().parents[1]))
@@ -518,11 +518,11 @@ def select(data: Dataset, *, chatbot: str | None = None, limit: int | None = Non
 
 
 def summarize_turns(turns: pd.DataFrame) -> dict[str, Any] | None:
-    """``copilot.metrics.summarize`` of the turns (None while that module is not on this branch)."""
+    """``copilot.evaluation.metrics.summarize`` of the turns (None while that module is not on this branch)."""
     try:
-        from copilot.metrics import summarize  # type: ignore[import-not-found,unused-ignore]
+        from copilot.evaluation.metrics import summarize  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
-        log.warning("copilot.metrics is not available: no summary.json")
+        log.warning("copilot.evaluation.metrics is not available: no summary.json")
         return None
     frame = turns[COLUMNS].copy()
     result: dict[str, Any] = summarize(frame)

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from copilot.protocol import MAX_TEXT_CHARS
+from copilot.live.protocol import MAX_TEXT_CHARS
 
 Role = Literal["customer", "bot", "agent"]
 Outcome = Literal["handed_back", "resolved", "abandoned"]

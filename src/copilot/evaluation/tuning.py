@@ -6,8 +6,8 @@ challenger is better with a paired interval that excludes 0.
 2. The global strategy is the candidate with the best selection metric over all chatbots' dev turns together.
 3. Per chatbot, each strategy's best grid point on that chatbot's dev turns is a challenger. The champion starts as
    the global strategy; challengers are tried best first, each against the current champion with
-   :func:`copilot.metrics.decide_winner` (paired bootstrap by conversation on that chatbot's dev turns): it takes
-   over only when the interval of (challenger − champion) lies strictly on the better side of 0.
+   :func:`copilot.evaluation.metrics.decide_winner` (paired bootstrap by conversation on that chatbot's dev turns):
+   it takes over only when the interval of (challenger − champion) lies strictly on the better side of 0.
 
 A champion only changes for a better mean on its chatbot's turns, so the champions together are never worse
 than the global strategy on dev. ``tuning.json`` keeps every candidate's scores, each decision and its reason.
@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from copilot.evaluation import (
+from copilot.evaluation.metrics import METRICS, Paired, as_mapping, decide_winner, paired_interval, score
+from copilot.evaluation.runs import (
     CHAMPIONS,
     GLOBAL,
     EvaluationTracker,
@@ -37,9 +38,8 @@ from copilot.evaluation import (
     predict,
     write_json,
 )
-from copilot.metrics import METRICS, Paired, as_mapping, decide_winner, paired_interval, score
+from copilot.evaluation.tasks import Champion, Task, write_tuned_task
 from copilot.strategies import make_strategy
-from copilot.tasks import Champion, Task, write_tuned_task
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ def tune(
     the champions' combined dev score against it) and ``leaderboard.csv`` (one row per chatbot and candidate,
     plus ``overall``) into ``out_dir``.
     """
-    from copilot.tracking import git_commit
+    from copilot.serving.tracking import git_commit
 
     say: Callable[[str], None] = (lambda m: print(m, file=sys.stderr)) if progress else (lambda m: None)
     metric = task.selection_metric

@@ -1,7 +1,8 @@
 """Evaluation tasks: YAML files in ``evals/`` loaded into a :class:`Task` (STYLE: registries, tasks, metrics).
 
-A task says what to evaluate and tune; :func:`copilot.evaluation.run` and :func:`copilot.tuning.tune` read
-only the task (new options go into the task file, not into function arguments). Schema (docs/evaluation.md)::
+A task says what to evaluate and tune; :func:`copilot.evaluation.runs.run` and
+:func:`copilot.evaluation.tuning.tune` read only the task (new options go into the task file, not into function
+arguments). Schema (docs/evaluation.md)::
 
     include: base.yaml            # optional, a path or a list, relative to this file; this file's keys win
     name: star                    # default: the file's stem
@@ -37,8 +38,8 @@ from typing import Any
 
 import yaml
 
-from copilot.data import DEFAULT_FRACTIONS, split_dataset
-from copilot.records import Dataset, load_dataset
+from copilot.data.records import Dataset, load_dataset
+from copilot.data.splits import DEFAULT_FRACTIONS, split_dataset
 from copilot.settings import Settings
 
 KEYS = {"include", "name", "data", "split", "chatbots", "k", "metrics", "selection_metric", "n_boot", "seed",
@@ -196,7 +197,7 @@ def load_task(path: str | os.PathLike[str], *, only: Iterable[str] | None = None
         only: keep just these strategy ids (or family names) before checking the families, e.g. to run a
             task whose other families are not installed here.
     """
-    from copilot.metrics import METRICS
+    from copilot.evaluation.metrics import METRICS
     from copilot.strategies import STRATEGIES
 
     path = Path(path)

@@ -2,7 +2,7 @@
 
 Sections: the per-chatbot leaderboard with intervals (tables and a faceted interval plot), each chatbot's champion
 against the global strategy, suggestion latency distributions (offline, and through the live server in the
-replay), and the handoff timings of the replay. Plots come from :mod:`copilot.plots` and are embedded as PNG data
+replay), and the handoff timings of the replay. Plots come from :mod:`copilot.report.plots` and are embedded as PNG data
 URIs, so the page is one file that can be mailed or attached. Any input may be missing; its section then says
 what to pass.
 
@@ -24,8 +24,8 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from copilot import plots
-from copilot.tracking import file_sha256
+from copilot.report import plots
+from copilot.serving.tracking import file_sha256
 
 METRICS = ("recall@1", "recall@3", "recall@5", "mrr")
 SECTIONS = {

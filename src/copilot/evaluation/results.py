@@ -1,6 +1,6 @@
 """docs/results.md, regenerated from evaluation runs (``copilot results --runs DIR... --out docs/results.md``).
 
-Each run folder is what :func:`copilot.evaluation.run` wrote: ``summary.json`` (the scores) and ``run.json``
+Each run folder is what :func:`copilot.evaluation.runs.run` wrote: ``summary.json`` (the scores) and ``run.json``
 (task, data files and hashes, commit, strategies and settings). The page is never typed by hand: every figure in
 it comes from those files.
 """
@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from copilot.evaluation import CHAMPIONS
-from copilot.metrics import METRICS
+from copilot.evaluation.metrics import METRICS
+from copilot.evaluation.runs import CHAMPIONS
 
 COLUMNS = ("recall@1", "recall@3", "recall@5", "mrr")
 SEMANTIC = ("semantic@1", "semantic@3")  # shown when the run computed them (free-typed turns)

@@ -7,7 +7,7 @@ caller closes nothing. :func:`png` turns a figure into PNG bytes.
 
 Inputs are the shapes the other parts produce: the evaluation summary (``{"overall": {strategy: metrics},
 "per_chatbot": {chatbot: {strategy: metrics}}}``, metrics such as ``recall@1`` with ``recall@1_low`` and
-``recall@1_high``), the per-turn predictions table (:mod:`copilot.predictions`), the replay's handoff timings and a
+``recall@1_high``), the per-turn predictions table (:mod:`copilot.data.predictions`), the replay's handoff timings and a
 champion-vs-global table.
 """
 
