@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from copilot._io import file_sha256
 from copilot.cli import main
 from copilot.data.context import Context, Suggestion
 from copilot.data.records import load_dataset
@@ -22,7 +23,6 @@ from copilot.evaluation.metrics import summarize
 from copilot.evaluation.runs import predict, run
 from copilot.evaluation.tasks import TaskError, load_task
 from copilot.evaluation.tuning import tune
-from copilot.serving.tracking import file_sha256
 from copilot.strategies import STRATEGIES, make_strategy
 from copilot.strategies.tfidf import TfidfStrategy
 

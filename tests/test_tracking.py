@@ -14,13 +14,12 @@ import pytest
 from mlflow import MlflowClient
 from workbench_testing import Evaluation
 
+from copilot._io import file_sha256, git_commit
 from copilot.serving.tracking import (
     MlflowTracker,
     RunRecord,
     WorkbenchTracker,
     experiment_name,
-    file_sha256,
-    git_commit,
     mlflow_ui_command,
 )
 from copilot.settings import Settings

@@ -7,12 +7,12 @@ Exit codes: 0 success, 1 failure while running, 2 bad input (arguments or data).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from copilot._io import read_json, write_json
 from copilot.data.records import DatasetError
 from copilot.registry import UnknownNameError
 from copilot.settings import Settings
@@ -41,7 +41,7 @@ def _cmd_import_star(args: argparse.Namespace, settings: Settings) -> int:
     for line in report.lines():
         print(line)
     if args.report:
-        Path(args.report).write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+        write_json(args.report, report.as_dict(), default=None)
     print(f"wrote {report.imported} conversations of {report.chatbots} chatbots to {args.out}")
     return 0
 
@@ -188,7 +188,7 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     tracker = _tracker(args, settings)
     summary_path = Path(args.out) / "summary.json"
     if tracker is not None and summary_path.exists():
-        tracker.log_evaluation(result.turns, json.loads(summary_path.read_text()), {},
+        tracker.log_evaluation(result.turns, read_json(summary_path), {},
                                data_path=args.data if args.limit is None and args.chatbot is None else None,
                                stage="replay")
     return 0 if not report["errors"] else 1
@@ -203,9 +203,9 @@ def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
                                              ("champions vs global", args.champions_vs_global)) if path}
     path = write_report(
         args.out if args.out is not None else find_project_root() / "reports",
-        summary=json.loads(Path(args.summary).read_text()) if args.summary else {},
+        summary=read_json(args.summary) if args.summary else {},
         predictions=load_table(args.predictions) if args.predictions else None,
-        handoff=json.loads(Path(args.handoff).read_text()) if args.handoff else None,
+        handoff=read_json(args.handoff) if args.handoff else None,
         replay_turns=load_table(args.replay_turns) if args.replay_turns else None,
         champions_vs_global=load_table(args.champions_vs_global) if args.champions_vs_global else None,
         title=args.title,

@@ -18,7 +18,6 @@ Every stage that scores something logs it to MLflow when given a tracker
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from copilot._io import read_json, write_json
 from copilot.data.records import Dataset, load_dataset, save_dataset
 from copilot.data.splits import SPLITS, split_dataset, write_splits
 from copilot.settings import Settings, find_project_root
@@ -106,7 +106,7 @@ def prepare(settings: Settings, say: Say = print) -> Workspace:
 
         say(f"importing STAR from {settings.star_dir} ...")
         dataset, report = import_star(settings.star_dir)
-        (ws.root / "import.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+        write_json(ws.root / "import.json", report.as_dict(), default=None)
         for line in report.lines():
             say(f"  {line}")
     else:
@@ -153,9 +153,8 @@ def export_stage(ws: Workspace, settings: Settings, say: Say = print) -> list[Ex
     champions = load_champions(ws.tune_dir / "tuning.json")
     say(f"exporting {len(champions)} champions to {settings.mlflow_tracking_uri} ...")
     exported = export_champions(champions, ws.dataset(FINAL_TRAIN), settings.mlflow_tracking_uri)
-    ws.export_file.write_text(json.dumps(
-        [{"chatbot": e.chatbot, "model": e.name, "version": e.version, "strategy": e.strategy, "run_id": e.run_id}
-         for e in exported], indent=2) + "\n")
+    write_json(ws.export_file, [{"chatbot": e.chatbot, "model": e.name, "version": e.version, "strategy": e.strategy,
+                                 "run_id": e.run_id} for e in exported], default=None)
     return exported
 
 
@@ -171,7 +170,7 @@ def replay_stage(ws: Workspace, settings: Settings, tracker: WorkbenchTracker | 
                         embedding_cache_dir=settings.cache_dir)
     summary_path = ws.replay_dir / "summary.json"
     if tracker is not None and summary_path.exists():
-        tracker.log_evaluation(result.turns, json.loads(summary_path.read_text()), {},
+        tracker.log_evaluation(result.turns, read_json(summary_path), {},
                                data_path=ws.split("test") if limit is None else None, stage="replay")
     return result
 
@@ -201,15 +200,15 @@ def report_stage(ws: Workspace, settings: Settings) -> Path:
     """The HTML report from what the other stages wrote (missing parts are said so on the page)."""
     from copilot.report.report import write_report
 
-    summary = json.loads((ws.evaluate_dir / "summary.json").read_text())
-    tuning = json.loads((ws.tune_dir / "tuning.json").read_text())
+    summary = read_json(ws.evaluate_dir / "summary.json")
+    tuning = read_json(ws.tune_dir / "tuning.json")
     handoff_path = ws.replay_dir / "handoff.json"
     turns_path = ws.replay_dir / "turns.parquet"
     return write_report(
         settings.reports_dir,
         summary=summary,
         predictions=pd.read_parquet(ws.evaluate_dir / "predictions.parquet"),
-        handoff=json.loads(handoff_path.read_text()) if handoff_path.exists() else None,
+        handoff=read_json(handoff_path) if handoff_path.exists() else None,
         replay_turns=pd.read_parquet(turns_path) if turns_path.exists() else None,
         champions_vs_global=champions_vs_global(summary, tuning),
         title=f"Copilot report: {ws.name}",

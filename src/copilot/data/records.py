@@ -8,16 +8,17 @@ the line and the field.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from copilot._io import write_lines_atomic
 from copilot.live.protocol import MAX_TEXT_CHARS
 
 Role = Literal["customer", "bot", "agent"]
@@ -423,8 +424,6 @@ def load_dataset(path: str | os.PathLike[str]) -> Dataset:
     if not path.exists():
         raise DatasetError(path, [Problem(0, "", "file not found")])
     if path.suffix == ".gz":
-        import gzip
-
         with gzip.open(path, "rt", encoding="utf-8") as fh:
             dataset, problems = parse_lines(fh)
     else:
@@ -443,25 +442,6 @@ def iter_lines(dataset: Dataset) -> Iterator[str]:
         yield json.dumps(conv.to_json(), ensure_ascii=False, sort_keys=False)
 
 
-def write_atomic(path: str | os.PathLike[str], lines: Iterable[str]) -> None:
-    """Write lines to a temporary file beside ``path`` and rename it over ``path``: all or nothing."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for line in lines:
-                fh.write(line)
-                fh.write("\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the mode a plain open() would
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def save_dataset(dataset: Dataset, path: str | os.PathLike[str]) -> None:
     """Write ``dataset`` as JSON Lines to ``path`` atomically (a reader never sees half a file)."""
-    write_atomic(path, iter_lines(dataset))
+    write_lines_atomic(path, iter_lines(dataset))

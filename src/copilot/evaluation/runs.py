@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from copilot._io import file_sha256, git_commit, write_json
 from copilot.data.context import contexts_for
 from copilot.data.predictions import prediction_row, predictions_frame
 from copilot.data.records import Dataset, load_dataset
@@ -94,7 +95,8 @@ def predict(
     return predictions_frame(rows)
 
 
-def _as_dataset(data: Dataset | str | os.PathLike[str]) -> Dataset:
+def as_dataset(data: Dataset | str | os.PathLike[str]) -> Dataset:
+    """``data`` itself, or the dataset file it names, loaded."""
     return data if isinstance(data, Dataset) else load_dataset(data)
 
 
@@ -175,18 +177,11 @@ def _embedder_if_needed(metrics: Sequence[str]) -> Any:
     return Embedder(Settings.from_env().cache_dir)
 
 
-def _data_tags(data: Dataset | str | os.PathLike[str], name: str) -> dict[str, str]:
-    from copilot.serving.tracking import file_sha256
-
+def data_tags(data: Dataset | str | os.PathLike[str], name: str) -> dict[str, str]:
+    """Provenance of a split: its path and SHA-256 (``<name>_path``, ``<name>_sha256``), or "(in memory)"."""
     if isinstance(data, Dataset):
         return {f"{name}_path": "(in memory)"}
     return {f"{name}_path": str(data), f"{name}_sha256": file_sha256(Path(data))}
-
-
-def write_json(path: Path, document: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(document, indent=2, allow_nan=False, default=str) + "\n")
-    tmp.replace(path)
 
 
 def run(
@@ -201,10 +196,8 @@ def run(
     ``run.json`` (task, strategies and settings, data files and hashes, commit, timings). Prints the leaderboard
     when ``progress``. Returns the summary.
     """
-    from copilot.serving.tracking import git_commit
-
     say: Callable[[str], None] = (lambda m: print(m, file=sys.stderr)) if progress else (lambda m: None)
-    train_ds, test_ds = task.restrict(_as_dataset(train)), task.restrict(_as_dataset(test))
+    train_ds, test_ds = task.restrict(as_dataset(train)), task.restrict(as_dataset(test))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     frames = []
@@ -246,11 +239,11 @@ def run(
     summary = summarize(frame, n_boot=task.n_boot, seed=task.seed, metrics=task.metrics,
                         embedder=_embedder_if_needed(task.metrics))
     timings["summarize"] = {"seconds": round(time.perf_counter() - start, 3)}
-    write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary, allow_nan=False)
     frame.to_parquet(out / "predictions.parquet", index=False)
-    tags = {**_data_tags(train, "train"), **_data_tags(test, "test"), "commit": git_commit(),
+    tags = {**data_tags(train, "train"), **data_tags(test, "test"), "commit": git_commit(),
             "split_seed": str(task.split_seed)}
-    write_json(out / "run.json", {
+    write_json(out / "run.json", allow_nan=False, document={
         "stage": "evaluate", "task": task.name, "task_path": str(task.path) if task.path else None,
         "data": task.data, "chatbots": list(task.chatbots) if task.chatbots else "all",
         "selection_metric": task.selection_metric, "n_boot": task.n_boot, "seed": task.seed, "k": task.k,

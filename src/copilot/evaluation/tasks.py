@@ -38,6 +38,7 @@ from typing import Any
 
 import yaml
 
+from copilot._io import write_text_atomic
 from copilot.data.records import Dataset, load_dataset
 from copilot.data.splits import DEFAULT_FRACTIONS, split_dataset
 from copilot.settings import Settings
@@ -272,7 +273,6 @@ def write_tuned_task(
     if task.path is None:
         raise TaskError("the tuned task includes its source task file; this task has no file")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     include = os.path.relpath(task.path.resolve(), out.parent.resolve())
     body = {"include": include, "name": f"{task.name}.tuned",
             "champions": {bot: c.as_dict() for bot, c in sorted(champions.items())}}
@@ -281,5 +281,4 @@ def write_tuned_task(
     header = "# Written by `copilot tune --write-task`; regenerate it rather than editing by hand.\n"
     if note:
         header += "".join(f"# {line}\n" for line in note.splitlines())
-    out.write_text(header + yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
-    return out
+    return write_text_atomic(out, header + yaml.safe_dump(body, sort_keys=False, allow_unicode=True))

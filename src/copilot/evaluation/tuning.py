@@ -27,16 +27,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from copilot._io import git_commit, write_json
 from copilot.evaluation.metrics import METRICS, Paired, as_mapping, decide_winner, paired_interval, score
 from copilot.evaluation.runs import (
     CHAMPIONS,
     GLOBAL,
     EvaluationTracker,
-    _as_dataset,
-    _data_tags,
+    as_dataset,
     data_file,
+    data_tags,
     predict,
-    write_json,
 )
 from copilot.evaluation.tasks import Champion, Task, write_tuned_task
 from copilot.strategies import make_strategy
@@ -108,13 +108,11 @@ def tune(
     the champions' combined dev score against it) and ``leaderboard.csv`` (one row per chatbot and candidate,
     plus ``overall``) into ``out_dir``.
     """
-    from copilot.serving.tracking import git_commit
-
     say: Callable[[str], None] = (lambda m: print(m, file=sys.stderr)) if progress else (lambda m: None)
     metric = task.selection_metric
     higher = METRICS.get(metric).higher_is_better
     report_metrics = list(dict.fromkeys([metric, "recall@1", "recall@3", "mrr", "coverage"]))
-    train_ds, dev_ds = task.restrict(_as_dataset(train)), task.restrict(_as_dataset(dev))
+    train_ds, dev_ds = task.restrict(as_dataset(train)), task.restrict(as_dataset(dev))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -214,7 +212,7 @@ def tune(
     report = {
         "task": task.name, "task_path": str(task.path) if task.path else None, "selection_metric": metric,
         "higher_is_better": higher, "n_boot": task.n_boot, "seed": task.seed, "commit": git_commit(),
-        **_data_tags(train, "train"), **_data_tags(dev, "dev"), "search_seconds": round(search_s, 2),
+        **data_tags(train, "train"), **data_tags(dev, "dev"), "search_seconds": round(search_s, 2),
         "scoring_seconds": round(scoring_s, 2),
         "candidates": [{"candidate": c.key, "strategy_id": c.strategy_id, "strategy": c.name,
                         "params": dict(c.params)} for c in candidates],
@@ -223,7 +221,7 @@ def tune(
         CHAMPIONS: {"dev": combo_scores, "vs_global": as_mapping(vs_global)},
         "per_chatbot": bots_report,
     }
-    write_json(out / "tuning.json", json.loads(json.dumps(report, default=str)))
+    write_json(out / "tuning.json", json.loads(json.dumps(report, default=str)), allow_nan=False)
 
     rows = []
     for bot, scores_of in [("overall", overall), *((b, per_bot[b]) for b in sorted(per_bot))]:

@@ -27,7 +27,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import importlib.util
-import json
 import logging
 import os
 import re
@@ -47,6 +46,7 @@ import aiohttp
 import numpy as np
 import pandas as pd
 
+from copilot._io import write_json
 from copilot.data.context import Suggestion
 from copilot.data.predictions import COLUMNS, prediction_row
 from copilot.data.records import Conversation, Dataset, Turn
@@ -556,8 +556,8 @@ def run_replay(data: Dataset, out: str | Path, *, server: str | None = None, adm
             raise ValueError("replaying through a running server needs its admin key (HANDOFF_ADMIN_KEY)")
         result = run_sync(replay(data, server, admin_key, config, progress=progress))
     result.turns.to_parquet(out / "turns.parquet", index=False)
-    (out / "handoff.json").write_text(json.dumps(result.handoff, indent=2) + "\n")
+    write_json(out / "handoff.json", result.handoff, default=None)
     summary = summarize_turns(result.turns)
     if summary is not None:
-        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+        write_json(out / "summary.json", summary, default=float)
     return result

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from copilot._io import read_json
 from copilot.data.context import Context, ContextTurn, Suggestion
 from copilot.data.records import Dataset
 from copilot.serving.tracking import MlflowTracker, experiment_name
@@ -247,7 +248,7 @@ def load_champions(path: str | Path) -> dict[str, dict[str, Any]]:
     ...}}}, ...}``, :mod:`copilot.evaluation.tuning`) and a plain mapping
     ``{bot: {"strategy": name, "params": {...}}}``.
     """
-    data = json.loads(Path(path).read_text())
+    data = read_json(path)
     if isinstance(data, Mapping) and isinstance(data.get("per_chatbot"), Mapping):
         data = data["per_chatbot"]
     if not isinstance(data, Mapping):

@@ -8,13 +8,11 @@ Evaluation, tuning and replay take an optional :class:`Tracker`; they log only w
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -23,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse
+
+from copilot._io import file_sha256, git_commit, write_json
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -162,7 +162,7 @@ def _write_artifacts(folder: Path, record: RunRecord) -> None:
     for name, figure in record.figures.items():
         figure.savefig(target(name), dpi=100, bbox_inches="tight")
     for name, document in record.documents.items():
-        target(name).write_text(json.dumps(document, indent=2, sort_keys=True, default=str) + "\n")
+        write_json(target(name), document, sort_keys=True)
     for name, source in record.files.items():
         shutil.copyfile(source, target(name))
 
@@ -174,28 +174,6 @@ def _default_artifact_root(tracking_uri: str) -> Path | None:
         db = Path(tracking_uri[len("sqlite:///"):])
         return db.parent / "mlartifacts"
     return None
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """The hash of a data file, logged as a tag so a run names exactly the data it saw."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def git_commit(root: str | Path | None = None) -> str:
-    """The checkout's commit (with ``-dirty`` when it has uncommitted changes), or ``unknown`` outside git."""
-    try:
-        cwd = str(root) if root else None
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
-                                check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{commit}-dirty" if dirty else commit
 
 
 STAGES = ("evaluate", "tune", "replay")
