@@ -7,27 +7,33 @@ Exit codes: 0 success, 1 failure while running, 2 bad input (arguments or data).
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from copilot._io import read_json, write_json
-from copilot.data.records import DatasetError
+from copilot.data.importers.generic import import_jsonl
+from copilot.data.importers.star import EscalationRule, download_star, import_star
+from copilot.data.records import Dataset, DatasetError, load_dataset, save_dataset
+from copilot.data.splits import dataset_stats, split_dataset, write_splits
+from copilot.demo import run_demo
+from copilot.evaluation.results import write_results
+from copilot.evaluation.runs import run
+from copilot.evaluation.tasks import Task, TaskError, load_task
+from copilot.evaluation.tuning import tune
+from copilot.live.replay import ReplayConfig, run_replay, select
 from copilot.registry import UnknownNameError
-from copilot.settings import Settings
-
-if TYPE_CHECKING:
-    from copilot.serving.tracking import WorkbenchTracker
-from copilot.evaluation.tasks import TaskError
+from copilot.report.report import load_table, write_report
+from copilot.serving.tracking import WorkbenchTracker, mlflow_ui_command
+from copilot.settings import Settings, find_project_root
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
 
 def _cmd_import_star(args: argparse.Namespace, settings: Settings) -> int:
-    from copilot.data.importers.star import EscalationRule, download_star, import_star
-    from copilot.data.records import save_dataset
-
     source = args.source
     if args.download:
         print(f"downloading the pinned STAR release into {args.download} ...", file=sys.stderr)
@@ -47,26 +53,18 @@ def _cmd_import_star(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_import_jsonl(args: argparse.Namespace, settings: Settings) -> int:
-    from copilot.data.importers.generic import import_jsonl
-
     dataset = import_jsonl(args.file, args.out)
     print(f"wrote {len(dataset.conversations)} conversations of {len(dataset.chatbots)} chatbots to {args.out}")
     return 0
 
 
 def _cmd_data_stats(args: argparse.Namespace, settings: Settings) -> int:
-    from copilot.data.records import load_dataset
-    from copilot.data.splits import dataset_stats
-
     frame = dataset_stats(load_dataset(args.file))
     print(frame.to_json(orient="records", indent=2) if args.json else frame.to_string(index=False))
     return 0
 
 
 def _cmd_data_split(args: argparse.Namespace, settings: Settings) -> int:
-    from copilot.data.records import load_dataset
-    from copilot.data.splits import split_dataset, write_splits
-
     try:
         fractions = tuple(float(x) for x in args.fractions.split(","))
     except ValueError:
@@ -78,11 +76,9 @@ def _cmd_data_split(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _task_data(args: argparse.Namespace, settings: Settings, task: object, names: tuple[str, str]) -> list[object]:
+def _task_data(args: argparse.Namespace, settings: Settings, task: Task,
+               names: tuple[str, str]) -> list[Dataset | str]:
     """The data files given on the command line, or the task's own data split with the task's seed."""
-    from copilot.evaluation.tasks import Task
-
-    assert isinstance(task, Task)
     given = [getattr(args, n) for n in names]
     if all(g is not None for g in given):
         return given
@@ -92,9 +88,7 @@ def _task_data(args: argparse.Namespace, settings: Settings, task: object, names
     return [splits[n] for n in names]
 
 
-def _load_task(args: argparse.Namespace) -> object:
-    from copilot.evaluation.tasks import load_task
-
+def _load_task(args: argparse.Namespace) -> Task:
     only = [s for s in args.only.split(",") if s] if args.only else None
     return load_task(args.task, only=only)
 
@@ -103,31 +97,23 @@ def _tracker(args: argparse.Namespace, settings: Settings) -> WorkbenchTracker |
     """The MLflow tracker when ``--track`` was given (store: ``--tracking-uri``, else the settings')."""
     if not getattr(args, "track", False):
         return None
-    from dataclasses import replace
-
-    from copilot.serving.tracking import WorkbenchTracker
-
     uri = getattr(args, "tracking_uri", None)
     return WorkbenchTracker.from_settings(replace(settings, mlflow_tracking_uri=uri) if uri else settings)
 
 
 def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    from copilot.evaluation.runs import run
-
     task = _load_task(args)
     train, test = _task_data(args, settings, task, ("train", "test"))
-    run(task, train=train, test=test, out_dir=args.out, tracker=_tracker(args, settings),  # type: ignore[arg-type]
+    run(task, train=train, test=test, out_dir=args.out, tracker=_tracker(args, settings),
         progress=not args.quiet)
     print(f"wrote {Path(args.out) / 'summary.json'} and predictions.parquet")
     return 0
 
 
 def _cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
-    from copilot.evaluation.tuning import tune
-
     task = _load_task(args)
     train, dev = _task_data(args, settings, task, ("train", "dev"))
-    result = tune(task, train=train, dev=dev, out_dir=args.out,  # type: ignore[arg-type]
+    result = tune(task, train=train, dev=dev, out_dir=args.out,
                   tracker=_tracker(args, settings), progress=not args.quiet)
     if args.write_task:
         path = result.write_task(args.write_task)
@@ -137,22 +123,17 @@ def _cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_results(args: argparse.Namespace, settings: Settings) -> int:
-    from copilot.evaluation.results import write_results
-
     path = write_results(args.runs, args.out)
     print(f"wrote {path}")
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from copilot.demo import run_demo
-
     return run_demo(settings)
 
 
 def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    from copilot.data.records import load_dataset
-    from copilot.serving.export import export_champions, load_champions
+    from copilot.serving.export import export_champions, load_champions  # loads MLflow: only for this command
 
     champions = load_champions(args.tuning)
     uri = args.tracking_uri or settings.mlflow_tracking_uri
@@ -164,11 +145,6 @@ def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
-    import os
-
-    from copilot.data.records import load_dataset
-    from copilot.live.replay import ReplayConfig, run_replay, select
-
     if (args.server is None) == (not args.start_server):
         print("copilot replay: give either --server URL or --start-server", file=sys.stderr)
         return 2
@@ -195,9 +171,6 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
-    from copilot.report.report import load_table, write_report
-    from copilot.settings import find_project_root
-
     sources = {name: path for name, path in (("summary", args.summary), ("predictions", args.predictions),
                                              ("handoff", args.handoff), ("replay turns", args.replay_turns),
                                              ("champions vs global", args.champions_vs_global)) if path}
@@ -216,11 +189,6 @@ def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_mlflow_ui(args: argparse.Namespace, settings: Settings) -> int:
-    import os
-    import shlex
-
-    from copilot.serving.tracking import mlflow_ui_command
-
     try:
         command = mlflow_ui_command(settings, host=args.host, port=args.port)
     except ValueError as exc:

@@ -26,16 +26,19 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from copilot._io import read_json, write_json
+from copilot.data.importers.star import import_star
 from copilot.data.records import Dataset, load_dataset, save_dataset
 from copilot.data.splits import SPLITS, split_dataset, write_splits
+from copilot.evaluation.runs import CHAMPIONS, GLOBAL, run
+from copilot.evaluation.tasks import Task, load_task
+from copilot.evaluation.tuning import TuningResult, tune
+from copilot.live.replay import ReplayConfig, ReplayResult, run_replay, select
+from copilot.report.report import write_report
+from copilot.serving.tracking import WorkbenchTracker
 from copilot.settings import Settings, find_project_root
 
 if TYPE_CHECKING:
-    from copilot.evaluation.tasks import Task
-    from copilot.evaluation.tuning import TuningResult
-    from copilot.live.replay import ReplayResult
     from copilot.serving.export import ExportedModel
-    from copilot.serving.tracking import WorkbenchTracker
 
 Say = Callable[[str], None]
 FINAL_TRAIN = "train+dev"
@@ -77,8 +80,6 @@ class Workspace:
         return self.root / "export.json"
 
     def task(self, tuned: bool = False) -> Task:
-        from copilot.evaluation.tasks import load_task
-
         return load_task(self.tuned_task if tuned else self.task_path)
 
     def dataset(self, split: str | None = None) -> Dataset:
@@ -102,8 +103,6 @@ def prepare(settings: Settings, say: Say = print) -> Workspace:
     ws = workspace(settings)
     ws.root.mkdir(parents=True, exist_ok=True)
     if settings.star_dir is not None:
-        from copilot.data.importers.star import import_star
-
         say(f"importing STAR from {settings.star_dir} ...")
         dataset, report = import_star(settings.star_dir)
         write_json(ws.root / "import.json", report.as_dict(), default=None)
@@ -127,8 +126,6 @@ def tune_stage(ws: Workspace, tracker: WorkbenchTracker | None = None, progress:
                say: Say = print) -> TuningResult:
     """Search every strategy's settings per chatbot on train/dev, pick champions by the W5 rule, write the tuned
     task (the task plus ``champions:`` and ``global:``), and log every candidate to MLflow."""
-    from copilot.evaluation.tuning import tune
-
     result = tune(ws.task(), train=ws.split("train"), dev=ws.split("dev"), out_dir=ws.tune_dir, tracker=tracker,
                   progress=progress)
     result.write_task(ws.tuned_task)
@@ -139,8 +136,6 @@ def evaluate_stage(ws: Workspace, tracker: WorkbenchTracker | None = None, progr
                    say: Say = print) -> dict[str, Any]:
     """Fit on train+dev (the settings were chosen on dev), score on test: every strategy of the tuned task, the
     global strategy and the champions."""
-    from copilot.evaluation.runs import run
-
     return run(ws.task(tuned=True), train=ws.split(FINAL_TRAIN), test=ws.split("test"), out_dir=ws.evaluate_dir,
                tracker=tracker, progress=progress)
 
@@ -148,7 +143,7 @@ def evaluate_stage(ws: Workspace, tracker: WorkbenchTracker | None = None, progr
 def export_stage(ws: Workspace, settings: Settings, say: Say = print) -> list[ExportedModel]:
     """Fit each chatbot's champion on train+dev exactly as the evaluation did and register it as
     ``copilot-<chatbot>`` with the alias ``champion``."""
-    from copilot.serving.export import export_champions, load_champions
+    from copilot.serving.export import export_champions, load_champions  # loads MLflow: only for this stage
 
     champions = load_champions(ws.tune_dir / "tuning.json")
     say(f"exporting {len(champions)} champions to {settings.mlflow_tracking_uri} ...")
@@ -161,8 +156,6 @@ def export_stage(ws: Workspace, settings: Settings, say: Say = print) -> list[Ex
 def replay_stage(ws: Workspace, settings: Settings, tracker: WorkbenchTracker | None = None,
                  limit: int | None = None, progress: bool = True, say: Say = print) -> ReplayResult:
     """Replay the test split through a started ``handoff serve`` that serves the exported champions."""
-    from copilot.live.replay import ReplayConfig, run_replay, select
-
     data = select(ws.dataset("test"), limit=limit)
     say(f"replaying {len(data.conversations)} test conversations through a started handoff server ...")
     result = run_replay(data, ws.replay_dir, tracking_uri=settings.mlflow_tracking_uri,
@@ -178,8 +171,6 @@ def replay_stage(ws: Workspace, settings: Settings, tracker: WorkbenchTracker | 
 def champions_vs_global(summary: Mapping[str, Any], tuning: Mapping[str, Any], metric: str = "recall@1"
                         ) -> pd.DataFrame:
     """Per chatbot on the test split: its champion against the global strategy (both fitted on train+dev)."""
-    from copilot.evaluation.runs import CHAMPIONS, GLOBAL
-
     global_id = GLOBAL
     rows = []
     for bot, scores in sorted(summary.get("per_chatbot", {}).items()):
@@ -198,8 +189,6 @@ def champions_vs_global(summary: Mapping[str, Any], tuning: Mapping[str, Any], m
 
 def report_stage(ws: Workspace, settings: Settings) -> Path:
     """The HTML report from what the other stages wrote (missing parts are said so on the page)."""
-    from copilot.report.report import write_report
-
     summary = read_json(ws.evaluate_dir / "summary.json")
     tuning = read_json(ws.tune_dir / "tuning.json")
     handoff_path = ws.replay_dir / "handoff.json"

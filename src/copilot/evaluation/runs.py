@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
+from tqdm import tqdm
 
 from copilot._io import file_sha256, git_commit, write_json
 from copilot.data.context import contexts_for
@@ -72,8 +73,6 @@ def predict(
     conversations = data.conversations
     iterator: Any = conversations
     if progress:
-        from tqdm import tqdm
-
         iterator = tqdm(conversations, desc=f"predict {sid}"[:60], unit="conv", file=sys.stderr, leave=False)
     for conv in iterator:
         pairs = list(contexts_for(conv))

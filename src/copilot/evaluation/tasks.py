@@ -41,7 +41,9 @@ import yaml
 from copilot._io import write_text_atomic
 from copilot.data.records import Dataset, load_dataset
 from copilot.data.splits import DEFAULT_FRACTIONS, split_dataset
+from copilot.evaluation.metrics import METRICS
 from copilot.settings import Settings
+from copilot.strategies import STRATEGIES
 
 KEYS = {"include", "name", "data", "split", "chatbots", "k", "metrics", "selection_metric", "n_boot", "seed",
         "strategies", "champions", "global", "description"}
@@ -198,9 +200,6 @@ def load_task(path: str | os.PathLike[str], *, only: Iterable[str] | None = None
         only: keep just these strategy ids (or family names) before checking the families, e.g. to run a
             task whose other families are not installed here.
     """
-    from copilot.evaluation.metrics import METRICS
-    from copilot.strategies import STRATEGIES
-
     path = Path(path)
     raw = _read(path)
     where = str(path)

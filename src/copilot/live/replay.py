@@ -45,11 +45,13 @@ from typing import Any, TypeVar
 import aiohttp
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from copilot._io import write_json
 from copilot.data.context import Suggestion
 from copilot.data.predictions import COLUMNS, prediction_row
 from copilot.data.records import Conversation, Dataset, Turn
+from copilot.evaluation.metrics import summarize
 from copilot.live.client import Connection, HandoffHttp, HandoffRefused, Received
 from copilot.live.protocol import (
     EV_CLAIM,
@@ -344,8 +346,6 @@ class Replayer:
 
     async def replay_all(self, conversations: Sequence[Conversation], *, progress: bool = True
                          ) -> list[ConversationResult]:
-        from tqdm.auto import tqdm
-
         queue: asyncio.Queue[Conversation] = asyncio.Queue()
         for conv in conversations:
             queue.put_nowait(conv)
@@ -517,16 +517,9 @@ def select(data: Dataset, *, chatbot: str | None = None, limit: int | None = Non
     return data.subset(convs[:limit] if limit is not None else convs)
 
 
-def summarize_turns(turns: pd.DataFrame) -> dict[str, Any] | None:
-    """``copilot.evaluation.metrics.summarize`` of the turns (None while that module is not on this branch)."""
-    try:
-        from copilot.evaluation.metrics import summarize  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        log.warning("copilot.evaluation.metrics is not available: no summary.json")
-        return None
-    frame = turns[COLUMNS].copy()
-    result: dict[str, Any] = summarize(frame)
-    return result
+def summarize_turns(turns: pd.DataFrame) -> dict[str, Any]:
+    """:func:`copilot.evaluation.metrics.summarize` of the turns (their predictions-table columns)."""
+    return summarize(turns[COLUMNS].copy())
 
 
 def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -557,7 +550,5 @@ def run_replay(data: Dataset, out: str | Path, *, server: str | None = None, adm
         result = run_sync(replay(data, server, admin_key, config, progress=progress))
     result.turns.to_parquet(out / "turns.parquet", index=False)
     write_json(out / "handoff.json", result.handoff, default=None)
-    summary = summarize_turns(result.turns)
-    if summary is not None:
-        write_json(out / "summary.json", summary, default=float)
+    write_json(out / "summary.json", summarize_turns(result.turns), default=float)
     return result

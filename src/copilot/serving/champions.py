@@ -23,6 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from mlflow import MlflowClient
+
 from copilot.data.context import Context, ContextTurn, Suggestion
 from copilot.serving.export import (
     CHAMPION_ALIAS,
@@ -112,8 +114,6 @@ class ChampionSuggester:
 
     def _mlflow(self) -> Any:
         if self._client is None:
-            from mlflow import MlflowClient
-
             self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         return self._client
 

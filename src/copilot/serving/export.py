@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
@@ -30,8 +30,17 @@ from copilot.data.records import Dataset
 from copilot.serving.tracking import MlflowTracker, experiment_name
 from copilot.strategies.base import Strategy, make_strategy
 
-if TYPE_CHECKING:
+with warnings.catch_warnings():
+    # MLflow 3 infers schemas for its bundled agent types while mlflow.pyfunc loads, warning as it goes, which would
+    # fail a program or test that treats warnings as errors.
+    warnings.simplefilter("ignore")
+    import mlflow.pyfunc
     from mlflow import MlflowClient
+    from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import ModelSignature
+    from mlflow.pyfunc import PythonModel
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 CHAMPION_ALIAS = "champion"
 MODEL_PREFIX = "copilot-"
@@ -68,21 +77,7 @@ def suggestions_from_json(value: str) -> list[Suggestion]:
     return [Suggestion(d["text"], float(d["score"]), d.get("label")) for d in json.loads(value)]
 
 
-def import_pyfunc() -> Any:
-    """``mlflow.pyfunc``, imported without the warnings MLflow's own modules raise at import time (MLflow 3 infers
-    schemas for its bundled agent types there), which would fail a program or test that treats warnings as errors."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import mlflow.pyfunc
-    return mlflow.pyfunc
-
-
-def _python_model_base() -> type:
-    base: type = import_pyfunc().PythonModel
-    return base
-
-
-class StrategyModel(_python_model_base()):  # type: ignore[misc]
+class StrategyModel(PythonModel):
     """The pyfunc wrapper: loads the pickled fitted strategy and answers ``predict`` with its suggestions."""
 
     def load_context(self, context: Any) -> None:
@@ -95,10 +90,7 @@ class StrategyModel(_python_model_base()):  # type: ignore[misc]
         return [suggestions_to_json(items) for items in self.strategy.suggest_many(contexts, k)]
 
 
-def _signature() -> Any:
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
-
+def _signature() -> ModelSignature:
     return ModelSignature(inputs=Schema([ColSpec("string", "context")]), outputs=Schema([ColSpec("string")]),
                           params=ParamSchema([ParamSpec("k", "long", DEFAULT_K)]))
 
@@ -169,7 +161,6 @@ def log_strategy_model(strategy: Strategy, tracking_uri: str, *, client: MlflowC
                        experiment: str, tags: Mapping[str, str] | None = None) -> LoggedModel:
     """Save the fitted ``strategy`` as a pyfunc model (models from code, the pickled strategy its one artifact)
     into a new run of ``experiment``."""
-    pyfunc = import_pyfunc()
     tracker = MlflowTracker(tracking_uri)
     client = client or tracker.client
     run = client.create_run(tracker.experiment_id(experiment), run_name=f"export {strategy.name}",
@@ -181,7 +172,7 @@ def log_strategy_model(strategy: Strategy, tracking_uri: str, *, client: MlflowC
             with open(pickled, "wb") as fh:
                 pickle.dump(strategy, fh, protocol=pickle.HIGHEST_PROTOCOL)
             model_dir = Path(tmp) / "model"
-            pyfunc.save_model(str(model_dir), python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+            mlflow.pyfunc.save_model(str(model_dir), python_model=str(Path(__file__).with_name("pyfunc_model.py")),
                               artifacts={STRATEGY_ARTIFACT: str(pickled)}, signature=_signature(),
                               input_example=_input_example(), pip_requirements=[])
             client.log_artifacts(run_id, str(model_dir), artifact_path="model")
@@ -196,8 +187,6 @@ def log_strategy_model(strategy: Strategy, tracking_uri: str, *, client: MlflowC
 def register_version(client: MlflowClient, name: str, logged: LoggedModel, *, alias: str | None = CHAMPION_ALIAS,
                      tags: Mapping[str, str] | None = None, description: str = "") -> int:
     """A new version of registered model ``name`` pointing at ``logged``; ``alias`` moved to it. Returns it."""
-    from mlflow.exceptions import MlflowException
-
     try:
         client.create_registered_model(name, description=description)
     except MlflowException as exc:
@@ -211,17 +200,13 @@ def register_version(client: MlflowClient, name: str, logged: LoggedModel, *, al
 
 def load_model_version(client: MlflowClient, tracking_uri: str, name: str, version: int | str) -> Any:
     """Download a registered model version's files and load it as a pyfunc model (no global MLflow state)."""
-    from mlflow.artifacts import download_artifacts
-
     mv = client.get_model_version(name, str(version))
     local = download_artifacts(artifact_uri=str(mv.source), tracking_uri=tracking_uri)
-    return import_pyfunc().load_model(local)
+    return mlflow.pyfunc.load_model(local)
 
 
 def resolve_alias(client: MlflowClient, chatbot: str, alias: str = CHAMPION_ALIAS) -> int | None:
     """The version ``alias`` points at for ``copilot-<chatbot>``, or None (no such model or alias)."""
-    from mlflow.exceptions import MlflowException
-
     try:
         return int(client.get_model_version_by_alias(model_name(chatbot), alias).version)
     except MlflowException as exc:

@@ -87,6 +87,8 @@ class MlflowTracker:
     """
 
     def __init__(self, tracking_uri: str, artifact_root: str | Path | None = None):
+        # MLflow (seconds to import) loads with the first tracker: the command line, the demo and the notebooks
+        # import this module for names and the UI command alone.
         from mlflow import MlflowClient
 
         self.tracking_uri = tracking_uri
@@ -273,6 +275,7 @@ class WorkbenchTracker:
 
 def _save(folder: Path, figures: Mapping[str, Figure]) -> dict[str, Path]:
     """Draw each figure once into ``folder``; returns artifact path -> file."""
+    # matplotlib loads only when plots are drawn: the server imports this module (through serving.export).
     from copilot.report import plots
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -286,7 +289,7 @@ def _save(folder: Path, figures: Mapping[str, Figure]) -> dict[str, Path]:
 
 def _chatbot_plots(folder: Path, chatbot: str, rows: pd.DataFrame, metrics: Mapping[str, Any]) -> dict[str, Path]:
     """The plots every run of one chatbot carries: its strategies side by side."""
-    from copilot.report import plots
+    from copilot.report import plots  # lazy, as in _save
 
     figures: dict[str, Figure] = {}
     if len(rows):
@@ -298,7 +301,7 @@ def _chatbot_plots(folder: Path, chatbot: str, rows: pd.DataFrame, metrics: Mapp
 
 
 def _overall_plots(folder: Path, frame: pd.DataFrame, summary: Mapping[str, Any]) -> dict[str, Path]:
-    from copilot.report import plots
+    from copilot.report import plots  # lazy, as in _save
 
     figures: dict[str, Figure] = {}
     if len(frame):

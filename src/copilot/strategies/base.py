@@ -92,7 +92,8 @@ def register_strategy(cls: type[Strategy]) -> type[Strategy]:
 
 
 def make_strategy(name: str, params: Mapping[str, Any] | None = None) -> Strategy:
-    """A new strategy by registered name and settings; an unknown name gets "did you mean"."""
-    import copilot.strategies  # noqa: F401  (registers the built-in families)
+    """A new strategy by registered name and settings; an unknown name gets "did you mean".
 
+    The built-in families are registered by then: importing this module runs ``copilot.strategies`` first.
+    """
     return STRATEGIES.get(name)(**dict(params or {}))

@@ -26,12 +26,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
 import numpy as np
+from scipy import sparse
+from sklearn.feature_extraction import DictVectorizer
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression, SGDClassifier
 
 from copilot.data.context import Context, Suggestion
 from copilot.data.records import Dataset
 from copilot.strategies.base import Strategy, register_strategy
 from copilot.strategies.common import examples, query_text
 from copilot.strategies.embeddings import Embedder
+from copilot.strategies.masked import MaskedSoftmax
 
 SCOPES = ("per_chatbot", "global")
 MODELS = ("logreg", "sgd", "mlp")
@@ -107,15 +112,10 @@ class _Model:
         return [_symbolic(c, self.with_chatbot, o.max_position, o.cross_weight, o.flow_order) for c in contexts]
 
     def _features(self, contexts: Sequence[Context], fit: bool) -> Any:
-        from scipy import sparse
-
         o = self.owner
         last = [query_text(c, o.window) for c in contexts]
         blocks = []
         if fit:
-            from sklearn.feature_extraction import DictVectorizer
-            from sklearn.feature_extraction.text import TfidfVectorizer
-
             self.words = TfidfVectorizer(ngram_range=(1, o.ngram_max), sublinear_tf=True, min_df=1)
             blocks.append(self.words.fit_transform(last))
             if o.char_ngrams:
@@ -165,17 +165,11 @@ class _Model:
         """One classifier of the ensemble, fitted with random state ``seed``."""
         o = self.owner
         if o.model == "mlp":
-            from copilot.strategies.masked import MaskedSoftmax
-
             return MaskedSoftmax(hidden=o.hidden, epochs=o.epochs, lr=o.lr, batch_size=o.batch_size,
                                  dropout=o.dropout, seed=seed).fit(x, labels, groups, allowed)
         if o.model == "logreg":
-            from sklearn.linear_model import LogisticRegression
-
             clf: Any = LogisticRegression(C=o.C, max_iter=o.max_iter, class_weight=o.class_weight, random_state=seed)
         else:
-            from sklearn.linear_model import SGDClassifier
-
             clf = SGDClassifier(loss="log_loss", alpha=o.alpha, max_iter=o.max_iter, tol=1e-4,
                                 class_weight=o.class_weight, random_state=seed)
         return clf.fit(x, np.asarray(labels))

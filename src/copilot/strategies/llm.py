@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
 import numpy as np
+from openai import OpenAI
 
 from copilot.data.context import Context, Suggestion
 from copilot.data.records import Dataset
@@ -114,8 +115,6 @@ class LlmStrategy(Strategy):
 
     def _openai(self) -> Any:
         if getattr(self, "_client", None) is None:
-            from openai import OpenAI
-
             key = os.environ.get(self.api_key_env)
             if not key:
                 if self.base_url and any(f"//{host}" in self.base_url for host in _LOCAL_HOSTS):
