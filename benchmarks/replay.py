@@ -27,11 +27,10 @@ from typing import Any
 
 from suggest import load_splits  # the sibling benchmark script: one way to find STAR or the sample
 
-from copilot.live.replay import ReplayConfig, replay, select, started_server
+from copilot.live.replay import LATENCIES, replay, select, started_server
+from copilot.live.replayer import ReplayConfig
 from copilot.serving.export import export_champions
 from copilot.strategies import STRATEGIES
-
-LATENCIES = ("escalation_to_notification_ms", "claim_ms", "first_agent_reply_ms", "suggestion_ms")
 
 
 def _run(config_name: str, data: Any, train: Any, args: argparse.Namespace, folder: Path) -> dict[str, Any]:

@@ -24,7 +24,8 @@ from copilot.data.context import Context, ContextTurn, contexts_for
 from copilot.data.records import Dataset, load_dataset
 from copilot.live.client import Connection, HandoffHttp
 from copilot.live.protocol import EV_CLAIM, EV_ESCALATE, EV_MESSAGE, EV_SUGGESTIONS
-from copilot.live.replay import ReplayConfig, replay, select, start_server
+from copilot.live.replay import replay, select, start_server
+from copilot.live.replayer import ReplayConfig
 from copilot.serving.export import (
     CHAMPION_ALIAS,
     export_champion,

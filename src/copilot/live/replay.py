@@ -1,19 +1,13 @@
-"""Replay (W3): recorded conversations through the full running handoff server, as its real clients would.
+"""Replay: recorded conversations through the full running handoff server, as its real clients would.
 
-Per recorded conversation: the bot creates it over the HTTP API, a customer connection and the bot's connection
-replay the bot phase (the customer types before each message; messages carry their recorded label where the
-protocol allows), the bot escalates, the K agents registered for that bot hear the ``escalation`` and race to
-claim, the winner replays the agent turns while the customer replays the customer turns, and the conversation ends
-as recorded (hand back before the bot speaks again, else resolve; an abandoned conversation is resolved by its
-agent). At each agent turn the replay waits for the ``suggestions`` the server sent
-for the conversation's latest stored event (matched by ``for_seq``: the customer message, the claim, or the agent's
-previous message) and records them next to what the agent really sent, in the per-turn predictions table of
-:mod:`copilot.data.predictions`. Many conversations run at once (asyncio, ``concurrency``).
+:func:`replay` runs a :class:`~copilot.live.replayer.Replayer` (the bot, the customers and the racing agents of
+each chatbot) over a dataset; :func:`run_replay` does it against a given server or one started here
+(:func:`start_server`: ``handoff serve`` with a fresh SQLite database) and writes the results.
 
 The server's context for a suggestion is ``context_from_events`` over the stored messages, which the replay makes
-identical to the offline context (``copilot.data.context.contexts_for``) of that agent turn: same turns, same labels.
-So a replay with a champion exported from a fitted strategy reproduces that strategy's offline evaluation exactly
-(tests/test_replay.py).
+identical to the offline context (``copilot.data.context.contexts_for``) of that agent turn: same turns, same
+labels. So a replay with a champion exported from a fitted strategy reproduces that strategy's offline evaluation
+exactly (tests/test_replay.py).
 
 Outputs (:func:`run_replay`): ``turns.parquet`` (predictions columns plus ``for_seq``, ``agent_id`` and
 ``suggestions_received``; ``latency_ms`` is the time from the message (or claim) to its suggestions),
@@ -27,99 +21,39 @@ import asyncio
 import concurrent.futures
 import contextlib
 import importlib.util
-import logging
 import os
-import re
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Coroutine, Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from copilot._io import write_json
-from copilot.data.context import Suggestion
-from copilot.data.predictions import COLUMNS, prediction_row
-from copilot.data.records import Conversation, Dataset, Turn
+from copilot.data.predictions import COLUMNS
+from copilot.data.records import Dataset
 from copilot.evaluation.metrics import summarize
-from copilot.live.client import Connection, HandoffHttp, HandoffRefused, Received
-from copilot.live.protocol import (
-    EV_CLAIM,
-    EV_ESCALATE,
-    EV_ESCALATION,
-    EV_HAND_BACK,
-    EV_MESSAGE,
-    EV_RESOLVE,
-    EV_SUGGESTIONS,
-    EV_TYPING,
-)
+from copilot.live.client import HandoffHttp
+from copilot.live.replayer import ConversationResult, ReplayConfig, Replayer
+from copilot.processes import ServerProcess, start_url_process
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 REPLAY_COLUMNS = [*COLUMNS, "for_seq", "agent_id", "suggestions_received"]
+#: The timings of ``handoff.json``, each with p50, p99 and n.
 LATENCIES = ("escalation_to_notification_ms", "claim_ms", "first_agent_reply_ms", "suggestion_ms")
-
-
-@dataclass(frozen=True)
-class ReplayConfig:
-    """How to replay.
-
-    Attributes:
-        concurrency: conversations in flight at once.
-        agents: simulated agents per chatbot (all registered for it, all racing for each of its escalations).
-        speed: ``asap`` (no pauses), ``realtime`` (the recorded gaps between turn times) or ``xF`` (F times faster).
-        suggestion_wait_s: how long an agent turn waits for its suggestions before recording none.
-        expect_suggestions: False for a server without a provider: agent turns do not wait for suggestions.
-        strategy_id: the ``strategy`` column; default: what the server named in its ``suggestions``.
-    """
-
-    concurrency: int = 8
-    agents: int = 3
-    speed: str = "asap"
-    suggestion_wait_s: float = 10.0
-    expect_suggestions: bool = True
-    strategy_id: str | None = None
-
-    def speed_factor(self) -> float | None:
-        """None for asap, else how many times faster than recorded."""
-        if self.speed == "asap":
-            return None
-        if self.speed == "realtime":
-            return 1.0
-        match = re.fullmatch(r"x(\d+(?:\.\d+)?)", self.speed)
-        if not match or float(match.group(1)) <= 0:
-            raise ValueError(f"speed must be asap, realtime or xF (F > 0), not {self.speed!r}")
-        return float(match.group(1))
-
-
-@dataclass
-class ConversationResult:
-    conversation_id: str
-    chatbot: str
-    completed: bool = False
-    error: str | None = None
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    notification_ms: list[float] = field(default_factory=list)
-    claim_ms: float | None = None
-    first_agent_reply_ms: float | None = None
-    suggestion_ms: list[float] = field(default_factory=list)
-    losers: int = 0
-    loser_codes: list[str] = field(default_factory=list)
 
 
 @dataclass
 class ReplayResult:
+    """The per-turn table (:data:`REPLAY_COLUMNS`) and ``handoff.json``'s report."""
+
     turns: pd.DataFrame
     handoff: dict[str, Any]
 
@@ -129,244 +63,6 @@ def _percentiles(values: Sequence[float]) -> dict[str, float | None]:
         return {"p50": None, "p99": None, "n": 0}
     arr = np.asarray(values, dtype=float)
     return {"p50": float(np.percentile(arr, 50)), "p99": float(np.percentile(arr, 99)), "n": len(values)}
-
-
-def _turn_time(turn: Turn) -> float | None:
-    if turn.at is None:
-        return None
-    return datetime.fromisoformat(turn.at.replace("Z", "+00:00")).timestamp()
-
-
-class _Bot:
-    """A chatbot's side of the replay: its API key, one bot connection, K agent connections racing for claims."""
-
-    def __init__(self, chatbot: str) -> None:
-        self.chatbot = chatbot
-        self.api_key = ""
-        self.connection: Connection | None = None
-        self.agents: list[tuple[str, Connection]] = []
-        self.degraded = False  # suggestions never came once: stop waiting for them for this bot
-
-
-class Replayer:
-    """Drives one server with a dataset's conversations; see the module docstring."""
-
-    def __init__(self, url: str, admin_key: str, config: ReplayConfig, *, run_id: str | None = None) -> None:
-        self.url = url.rstrip("/")
-        self.admin_key = admin_key
-        self.config = config
-        self.run_id = run_id or uuid.uuid4().hex[:8]
-        self.bots: dict[str, _Bot] = {}
-        # conversation id (server's) -> per-agent claim outcomes, filled by the agents' escalation handlers
-        self._races: dict[str, asyncio.Future[tuple[str, Connection, dict[str, Any], float]]] = {}
-        self._race_losers: dict[str, list[str]] = {}
-        self._notified: dict[str, list[float]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.http: HandoffHttp | None = None
-
-    # -- set-up ---------------------------------------------------------------------------------------------------
-
-    async def setup(self, http: HandoffHttp, chatbots: Sequence[str]) -> None:
-        """Create each chatbot's bot (bot id = chatbot id, so ``copilot-<chatbot>@champion`` serves it) and agents."""
-        self.http = http
-        for chatbot in chatbots:
-            bot = _Bot(chatbot)
-            bot.api_key = await http.create_bot(self.admin_key, chatbot, f"{chatbot} (replay)")
-            bot.connection = await Connection(self.url, bot.api_key).connect()
-            for i in range(self.config.agents):
-                agent_id = f"replay-{self.run_id}-{chatbot}-{i + 1}"[:200]
-                token = await http.create_agent(self.admin_key, agent_id, f"Agent {i + 1} of {chatbot}", [chatbot])
-                conn = Connection(self.url, token)
-                conn.on_event = self._agent_handler(agent_id, conn)
-                await conn.connect()
-                bot.agents.append((agent_id, conn))
-            self.bots[chatbot] = bot
-
-    def _agent_handler(self, agent_id: str, conn: Connection) -> Any:
-        def on_event(received: Received) -> None:
-            if received.event != EV_ESCALATION or not isinstance(received.data, dict):
-                return
-            cid = str(received.data.get("conversation_id"))
-            if cid not in self._races or received.data.get("renotify"):
-                return
-            self._notified.setdefault(cid, []).append(received.at)
-            task = asyncio.ensure_future(self._claim(agent_id, conn, cid))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        return on_event
-
-    async def _claim(self, agent_id: str, conn: Connection, cid: str) -> None:
-        race = self._races.get(cid)
-        try:
-            ack = await conn.call(EV_CLAIM, {"conversation_id": cid})
-        except HandoffRefused as exc:
-            self._race_losers.setdefault(cid, []).append(exc.code)
-            return
-        except Exception as exc:  # a lost connection: this agent is out of the race
-            self._race_losers.setdefault(cid, []).append(type(exc).__name__)
-            return
-        if race is not None and not race.done():
-            race.set_result((agent_id, conn, ack, time.perf_counter()))
-
-    async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        conns = [c for b in self.bots.values() for c in ([b.connection] if b.connection else [])
-                 + [a for _, a in b.agents]]
-        await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
-
-    # -- one conversation -----------------------------------------------------------------------------------------
-
-    async def _pause(self, previous: Turn | None, turn: Turn) -> None:
-        factor = self.config.speed_factor()
-        if factor is None or previous is None:
-            return
-        a, b = _turn_time(previous), _turn_time(turn)
-        if a is not None and b is not None and b > a:
-            await asyncio.sleep((b - a) / factor)
-
-    async def replay_one(self, conv: Conversation) -> ConversationResult:
-        result = ConversationResult(conv.conversation_id, conv.chatbot)
-        try:
-            await self._replay_one(conv, result)
-            result.completed = True
-        except Exception as exc:
-            result.error = f"{type(exc).__name__}: {exc}"
-            log.warning("conversation %s failed: %s", conv.conversation_id, result.error)
-        return result
-
-    async def _replay_one(self, conv: Conversation, result: ConversationResult) -> None:
-        assert self.http is not None
-        bot = self.bots[conv.chatbot]
-        assert bot.connection is not None
-        cid, customer_token = await self.http.create_conversation(bot.api_key, conv.chatbot)
-        customer = await Connection(self.url, customer_token).connect()
-        try:
-            await self._drive(conv, result, bot, cid, customer)
-        finally:
-            await customer.close()
-            for _, agent in bot.agents:
-                agent.forget(cid)
-            bot.connection.forget(cid)
-            self._races.pop(cid, None)
-            self._notified.pop(cid, None)
-
-    async def _say(self, conn: Connection, cid: str, turn: Turn, n: int, *, typing: bool) -> tuple[int, float]:
-        """Send a recorded turn as a message (typing first); returns its seq and when it was sent."""
-        if typing:
-            await conn.call(EV_TYPING, {"conversation_id": cid, "state": "start"})
-        payload: dict[str, Any] = {"conversation_id": cid, "client_id": f"r{n}", "text": turn.text}
-        if turn.label is not None and turn.role != "customer":
-            payload["label"] = turn.label
-        sent = time.perf_counter()
-        ack = await conn.call(EV_MESSAGE, payload)
-        return int(ack["seq"]), sent
-
-    async def _drive(self, conv: Conversation, result: ConversationResult, bot: _Bot, cid: str,
-                     customer: Connection) -> None:
-        assert bot.connection is not None
-        previous: Turn | None = None
-        for n, turn in enumerate(conv.bot_phase):
-            await self._pause(previous, turn)
-            previous = turn
-            if turn.role == "customer":
-                await self._say(customer, cid, turn, n, typing=True)
-            else:
-                await self._say(bot.connection, cid, turn, n, typing=False)
-
-        race: asyncio.Future[tuple[str, Connection, dict[str, Any], float]] = (
-            asyncio.get_running_loop().create_future())
-        self._races[cid] = race
-        escalated = time.perf_counter()
-        await bot.connection.call(EV_ESCALATE, {"conversation_id": cid, "reason": "replay"})
-        try:
-            agent_id, agent, claim_ack, claimed_at = await asyncio.wait_for(race, self.config.suggestion_wait_s * 3)
-        except TimeoutError:
-            raise RuntimeError(f"no agent claimed within {self.config.suggestion_wait_s * 3:.0f} s "
-                               f"({len(self._race_losers.get(cid, []))} refused)") from None
-        result.claim_ms = (claimed_at - escalated) * 1000
-        # Every agent was notified; wait for the others' claims to come back refused (the race's losers).
-        for _ in range(200):
-            if len(self._race_losers.get(cid, [])) >= len(bot.agents) - 1:
-                break
-            await asyncio.sleep(0.01)
-        codes = self._race_losers.pop(cid, [])
-        result.losers, result.loser_codes = len(codes), codes
-        result.notification_ms = [(t - escalated) * 1000 for t in self._notified.get(cid, [])]
-
-        last_seq, last_at = int(claim_ack["seq"]), claimed_at
-        first_reply, held = True, True
-        offset = conv.escalation_index
-        for j, turn in enumerate(conv.agent_phase):
-            index = offset + j
-            await self._pause(previous, turn)
-            previous = turn
-            if turn.role == "customer":
-                last_seq, last_at = await self._say(customer, cid, turn, index, typing=True)
-            elif turn.role == "agent":
-                row = await self._suggestions_row(conv, index, turn, agent, agent_id, cid, last_seq, last_at, bot)
-                result.rows.append(row)
-                if row["suggestions_received"]:
-                    result.suggestion_ms.append(row["latency_ms"])
-                last_seq, last_at = await self._say(agent, cid, turn, index, typing=True)
-                if first_reply:
-                    result.first_agent_reply_ms = (time.perf_counter() - escalated) * 1000
-                    first_reply = False
-            else:  # the bot speaks again only after the agent handed the conversation back
-                if held:
-                    await agent.call(EV_HAND_BACK, {"conversation_id": cid, "note": "replay"})
-                    held = False
-                last_seq, last_at = await self._say(bot.connection, cid, turn, index, typing=False)
-
-        if held and conv.outcome == "handed_back":
-            await agent.call(EV_HAND_BACK, {"conversation_id": cid, "note": "replay"})
-        elif held:  # resolved, and abandoned (the customer left; the agent closes the thread)
-            await agent.call(EV_RESOLVE, {"conversation_id": cid})
-
-    async def _suggestions_row(self, conv: Conversation, index: int, turn: Turn, agent: Connection, agent_id: str,
-                               cid: str, for_seq: int, since: float, bot: _Bot) -> dict[str, Any]:
-        got: Received | None = None
-        if self.config.expect_suggestions and not bot.degraded:
-            got = await agent.wait_for(cid, EV_SUGGESTIONS, lambda d: int(d.get("for_seq", -1)) == for_seq,
-                                       self.config.suggestion_wait_s)
-            if got is None:
-                bot.degraded = True
-                log.warning("no suggestions for chatbot %s within %.1f s: not waiting for them any more",
-                            conv.chatbot, self.config.suggestion_wait_s)
-        items = [Suggestion(i["text"], float(i["score"]), i.get("label")) for i in (got.data["items"] if got else [])]
-        strategy = self.config.strategy_id or (str(got.data.get("strategy")) if got else "none")
-        row = prediction_row(strategy=strategy, chatbot=conv.chatbot, conversation_id=conv.conversation_id,
-                             turn_index=index, truth_label=turn.label, truth_text=turn.text, suggestions=items,
-                             latency_ms=(got.at - since) * 1000 if got else float("nan"))
-        row.update(for_seq=for_seq, agent_id=agent_id, suggestions_received=got is not None)
-        return row
-
-    # -- many conversations ---------------------------------------------------------------------------------------
-
-    async def replay_all(self, conversations: Sequence[Conversation], *, progress: bool = True
-                         ) -> list[ConversationResult]:
-        queue: asyncio.Queue[Conversation] = asyncio.Queue()
-        for conv in conversations:
-            queue.put_nowait(conv)
-        results: list[ConversationResult] = []
-        bar = tqdm(total=len(conversations), desc="replay", unit="conv", disable=not progress)
-
-        async def worker() -> None:
-            while True:
-                try:
-                    conv = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
-                results.append(await self.replay_one(conv))
-                bar.update(1)
-
-        try:
-            await asyncio.gather(*(worker() for _ in range(max(1, self.config.concurrency))))
-        finally:
-            bar.close()
-        order = {c.conversation_id: i for i, c in enumerate(conversations)}
-        return sorted(results, key=lambda r: order.get(r.conversation_id, 0))
 
 
 def handoff_report(results: Sequence[ConversationResult], elapsed_s: float) -> dict[str, Any]:
@@ -419,37 +115,33 @@ async def replay(data: Dataset, url: str, admin_key: str, config: ReplayConfig |
     return ReplayResult(turns_frame(results), handoff_report(results, elapsed))
 
 
+
 # ---------------------------------------------------------------------------------------------------------------
 # A server of our own
 
 
 @dataclass
 class StartedServer:
-    url: str
+    """A ``handoff serve`` started for a replay: its process (and URL), its admin key, its database's folder."""
+
+    process: ServerProcess
     admin_key: str
-    proc: subprocess.Popen[str]
     folder: tempfile.TemporaryDirectory[str]
+
+    @property
+    def url(self) -> str:
+        return self.process.url
 
     def cpu_s(self) -> float | None:
         """CPU seconds the server process has used so far (Linux /proc), None where unknown."""
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
-            return None
+        return self.process.cpu_s()
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self.folder.cleanup()
-        return int(self.proc.returncode or 0)
+        """Stop the server (SIGTERM) and remove its database; returns its exit code."""
+        try:
+            return self.process.stop()
+        finally:
+            self.folder.cleanup()
 
 
 def _code_paths() -> list[str]:
@@ -462,10 +154,15 @@ def _code_paths() -> list[str]:
 
 
 def start_server(*, tracking_uri: str | None = None, suggestions_k: int = 5, champion_refresh_s: float = 30.0,
-                 extra_env: dict[str, str] | None = None, timeout_s: float = 120.0,
-                 embedding_cache_dir: str | os.PathLike[str] | None = None) -> StartedServer:
+                 extra_env: Mapping[str, str] | None = None, timeout_s: float = 120.0,
+                 embedding_cache_dir: str | os.PathLike[str] | None = None,
+                 log_level: str = "WARNING") -> StartedServer:
     """Start ``handoff serve`` on a free port with a fresh SQLite database (and the champions of ``tracking_uri``),
-    rate limits raised for a replay, the unclaimed-escalation ladder off; returns once it serves."""
+    rate limits raised for a replay, the unclaimed-escalation ladder off; returns once it serves (its champions are
+    loaded by then), or raises :class:`~copilot.processes.ProcessStartError` after ``timeout_s``.
+
+    ``log_level`` is the server's (``Settings.replay_server_log_level``: ``COPILOT_REPLAY_SERVER_LOG_LEVEL``).
+    """
     folder = tempfile.TemporaryDirectory(prefix="copilot-replay-")
     admin_key = secrets.token_urlsafe(24)
     env = {k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_") and k != "MLFLOW_TRACKING_URI"}
@@ -474,7 +171,7 @@ def start_server(*, tracking_uri: str | None = None, suggestions_k: int = 5, cha
         "HANDOFF_DATABASE_URL": f"sqlite+aiosqlite:///{folder.name}/handoff.db",
         "HANDOFF_ADMIN_KEY": admin_key,
         "HANDOFF_SQLITE_SYNCHRONOUS": "NORMAL",
-        "HANDOFF_LOG_LEVEL": os.environ.get("COPILOT_REPLAY_SERVER_LOG_LEVEL", "WARNING"),
+        "HANDOFF_LOG_LEVEL": log_level,
         "HANDOFF_SUGGESTIONS_K": str(suggestions_k),
         "HANDOFF_CHAMPION_REFRESH_S": str(champion_refresh_s),
         "HANDOFF_RATE_LIMIT_PER_S": "1000", "HANDOFF_RATE_LIMIT_BURST": "2000",
@@ -489,21 +186,18 @@ def start_server(*, tracking_uri: str | None = None, suggestions_k: int = 5, cha
     if embedding_cache_dir is not None:
         env["HANDOFF_EMBEDDING_CACHE_DIR"] = str(embedding_cache_dir)
     env.update(extra_env or {})
-    proc = subprocess.Popen([sys.executable, "-m", "handoff", "serve", "--host", "127.0.0.1", "--port", "0"],
-                            stdout=subprocess.PIPE, text=True, env=env)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()  # blocks until the server serves (champions are loaded before) or exits
-    match = re.search(r"http://127\.0\.0\.1:\d+", line)
-    if match is None:
-        proc.kill()
-        code = proc.wait()
+    try:
+        process = start_url_process([sys.executable, "-m", "handoff", "serve", "--host", "127.0.0.1", "--port", "0"],
+                                    env=env, timeout_s=timeout_s)
+    except BaseException:
         folder.cleanup()
-        raise RuntimeError(f"handoff serve did not start (exit {code}): {line!r}")
-    return StartedServer(match.group(0), admin_key, proc, folder)
+        raise
+    return StartedServer(process, admin_key, folder)
 
 
 @contextlib.contextmanager
 def started_server(**kw: Any) -> Iterator[StartedServer]:
+    """:func:`start_server` as a context: the server stops at the end."""
     server = start_server(**kw)
     try:
         yield server
@@ -535,14 +229,20 @@ def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
 
 def run_replay(data: Dataset, out: str | Path, *, server: str | None = None, admin_key: str | None = None,
                tracking_uri: str | None = None, config: ReplayConfig | None = None,
-               progress: bool = True, embedding_cache_dir: str | os.PathLike[str] | None = None) -> ReplayResult:
+               progress: bool = True, embedding_cache_dir: str | os.PathLike[str] | None = None,
+               server_log_level: str = "WARNING") -> ReplayResult:
     """Replay ``data`` through ``server`` (or a server started here and stopped after) and write
-    ``turns.parquet``, ``handoff.json`` and ``summary.json`` into ``out``."""
+    ``turns.parquet``, ``handoff.json`` and ``summary.json`` into ``out``.
+
+    ``embedding_cache_dir`` and ``server_log_level`` are for a started server: the embedding cache its champions
+    share with the offline evaluation, and its log level.
+    """
     config = config or ReplayConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if server is None:
-        with started_server(tracking_uri=tracking_uri, embedding_cache_dir=embedding_cache_dir) as started:
+        with started_server(tracking_uri=tracking_uri, embedding_cache_dir=embedding_cache_dir,
+                            log_level=server_log_level) as started:
             result = run_sync(replay(data, started.url, started.admin_key, config, progress=progress))
     else:
         if not admin_key:
