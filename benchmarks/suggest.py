@@ -69,9 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     from copilot.data.context import contexts_for
     from copilot.strategies import make_strategy
-    from copilot.strategies.embeddings import Embedder
+    from copilot.strategies.embeddings import Embedder, EmbeddingCache
 
     source, splits = load_splits(args.splits)
+    cache = EmbeddingCache(args.cache_dir) if args.cache_dir else None
     contexts = [c for conv in splits["test"].conversations for _, c in contexts_for(conv)]
     step = max(1, len(contexts) // args.contexts)
     contexts = contexts[::step][: args.contexts]
@@ -96,15 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in [*names, *(["llm"] if args.llm else [])]:
         params: dict[str, Any] = dict(task_params.get(name, {}))
         picked = contexts
-        if args.cache_dir and (name == "dense" or (name == "classifier" and params.get("dense_weight", 0) > 0)):
-            params["cache_dir"] = args.cache_dir
         if name == "llm":
+            from copilot.settings import Settings
             from copilot.strategies.llm_server import LOCAL_MODEL, local_llm_server
 
-            server = local_llm_server()
+            server = local_llm_server(model=Settings.from_env().llm_gguf)
             params = {"base_url": server.__enter__(), "model": LOCAL_MODEL, "few_shot": 2, "max_tokens": 24}
             picked = contexts[:10]
-        strategy = make_strategy(name, params).fit(splits["train"])
+        strategy = make_strategy(name, params).use_embedding_cache(cache).fit(splits["train"])
         for context in picked[: min(args.warmup, len(picked))]:
             strategy.suggest(context, 3)
         times = []

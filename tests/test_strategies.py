@@ -15,7 +15,9 @@ import pytest
 from copilot.data.context import Context, contexts_for
 from copilot.data.records import Dataset, load_dataset
 from copilot.data.splits import split_dataset
+from copilot.settings import Settings
 from copilot.strategies import STRATEGIES, NotFittedError, Strategy, make_strategy
+from copilot.strategies.embeddings import EmbeddingCache
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +32,7 @@ def llm_base_url() -> Iterator[str]:
 
     if not llama_cpp_available():
         pytest.skip("llama_cpp is not installed (pip install 'llama-cpp-python[server]'): no local LLM server")
-    with local_llm_server() as base_url:
+    with local_llm_server(model=Settings.from_env().llm_gguf) as base_url:
         yield base_url
 
 
@@ -177,6 +179,23 @@ def test_hybrid_fuses_members_by_reciprocal_rank(splits: dict[str, Dataset]) -> 
             expected[s.label] = expected.get(s.label, 0.0) + weight / (10 + rank)
     best = sorted(expected.items(), key=lambda kv: -kv[1])[:3]
     assert [(s.label, round(s.score, 9)) for s in fused] == [(label, round(v, 9)) for label, v in best]
+
+
+def test_the_embedding_cache_is_no_setting_and_never_pickled(splits: dict[str, Dataset]) -> None:
+    cache = EmbeddingCache(Settings.from_env().cache_dir)
+    members = [{"strategy": "dense", "params": {}}, {"strategy": "tfidf", "params": {}}]
+    hybrid = make_strategy("hybrid", {"members": members}).use_embedding_cache(cache).fit(splits["train"])
+    dense = hybrid.members_[0]
+    assert dense.embedder_.cache is cache
+    assert "cache" not in hybrid.describe() and "cache" not in dense.describe()
+    blob = pickle.dumps(hybrid)
+    assert str(cache.folder).encode() not in blob and b"EmbeddingCache" not in blob
+    restored = pickle.loads(blob)
+    assert restored.members_[0].embedder_.cache is None
+    restored.use_embedding_cache(cache)
+    assert restored.members_[0].embedder_.cache is cache
+    contexts = held_out(splits["test"], limit=4)
+    assert_same(restored.suggest_many(contexts, 3), hybrid.suggest_many(contexts, 3))
 
 
 @pytest.mark.parametrize(("scope", "model", "hidden"), [

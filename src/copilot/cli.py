@@ -1,4 +1,4 @@
-"""The ``copilot`` command line: everything the notebooks do, for scripts and CI (W10).
+"""The ``copilot`` command line: everything the notebooks do, for scripts and CI.
 
 Each subcommand parses its arguments and calls one library function; no logic lives here.
 Exit codes: 0 success, 1 failure while running, 2 bad input (arguments or data).
@@ -24,11 +24,13 @@ from copilot.evaluation.results import write_results
 from copilot.evaluation.runs import run
 from copilot.evaluation.tasks import Task, TaskError, load_task
 from copilot.evaluation.tuning import tune
-from copilot.live.replay import ReplayConfig, run_replay, select
+from copilot.live.replay import run_replay, select
+from copilot.live.replayer import ReplayConfig
 from copilot.registry import UnknownNameError
 from copilot.report.report import load_table, write_report
 from copilot.serving.tracking import WorkbenchTracker, mlflow_ui_command
 from copilot.settings import Settings, find_project_root
+from copilot.strategies.embeddings import EmbeddingCache
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -105,7 +107,7 @@ def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     task = _load_task(args)
     train, test = _task_data(args, settings, task, ("train", "test"))
     run(task, train=train, test=test, out_dir=args.out, tracker=_tracker(args, settings),
-        progress=not args.quiet)
+        progress=not args.quiet, embedding_cache=EmbeddingCache(settings.cache_dir))
     print(f"wrote {Path(args.out) / 'summary.json'} and predictions.parquet")
     return 0
 
@@ -113,8 +115,8 @@ def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
     task = _load_task(args)
     train, dev = _task_data(args, settings, task, ("train", "dev"))
-    result = tune(task, train=train, dev=dev, out_dir=args.out,
-                  tracker=_tracker(args, settings), progress=not args.quiet)
+    result = tune(task, train=train, dev=dev, out_dir=args.out, tracker=_tracker(args, settings),
+                  progress=not args.quiet, embedding_cache=EmbeddingCache(settings.cache_dir))
     if args.write_task:
         path = result.write_task(args.write_task)
         print(f"wrote the tuned task {path}")
@@ -137,7 +139,8 @@ def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
     champions = load_champions(args.tuning)
     uri = args.tracking_uri or settings.mlflow_tracking_uri
-    exported = export_champions(champions, load_dataset(args.train), uri, chatbots=args.chatbot or None)
+    exported = export_champions(champions, load_dataset(args.train), uri, chatbots=args.chatbot or None,
+                                embedding_cache=EmbeddingCache(settings.cache_dir))
     for e in exported:
         print(f"{e.name} v{e.version} @champion: {e.strategy}")
     print(f"exported {len(exported)} champions to {uri}")
@@ -153,9 +156,9 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     config.speed_factor()  # refuses a malformed --speed before anything starts
     data = select(load_dataset(args.data), chatbot=args.chatbot, limit=args.limit)
     result = run_replay(data, args.out, server=args.server,
-                        admin_key=args.admin_key or os.environ.get("HANDOFF_ADMIN_KEY"),
+                        admin_key=args.admin_key or settings.handoff_admin_key,
                         tracking_uri=args.tracking_uri or settings.mlflow_tracking_uri, config=config,
-                        embedding_cache_dir=settings.cache_dir,
+                        embedding_cache_dir=settings.cache_dir, server_log_level=settings.replay_server_log_level,
                         progress=not args.quiet)
     report = result.handoff
     print(f"replayed {report['completed']}/{report['conversations']} conversations "
@@ -278,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--tracking-uri", help="MLflow store for --track (default: $MLFLOW_TRACKING_URI, "
                           "else ./mlflow.db)")
     evaluate.set_defaults(handler=_cmd_evaluate)
-    tune_cmd = sub.add_parser("tune", help="search each strategy's grid per chatbot on dev; pick champions (W5)")
+    tune_cmd = sub.add_parser("tune", help="search each strategy's grid per chatbot on dev; a challenger becomes a "
+                              "chatbot's champion only if its paired interval on dev excludes 0")
     tune_cmd.add_argument("task", help="an evaluation task file (evals/*.yaml)")
     tune_cmd.add_argument("--train", help="training dataset (default: the task's data and split)")
     tune_cmd.add_argument("--dev", help="development dataset (default: the task's data and split)")
@@ -319,9 +323,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings.from_env()
-    from copilot.strategies.embeddings import set_default_cache_dir
-
-    set_default_cache_dir(settings.cache_dir)
     try:
         return int(args.handler(args, settings))
     except (TaskError, UnknownNameError) as exc:

@@ -43,8 +43,8 @@ def run_demo(settings: Settings, say: Callable[[str], None] = print, replay_limi
 
     ws = stage("data", lambda: pipeline.prepare(settings, say))
     tracker = WorkbenchTracker.from_settings(settings)
-    tuning = stage("tune", lambda: pipeline.tune_stage(ws, tracker, say=say))
-    summary = stage("evaluate", lambda: pipeline.evaluate_stage(ws, tracker, say=say))
+    tuning = stage("tune", lambda: pipeline.tune_stage(ws, tracker))
+    summary = stage("evaluate", lambda: pipeline.evaluate_stage(ws, tracker))
     exported = stage("export", lambda: pipeline.export_stage(ws, settings, say))
     replay = stage("replay", lambda: pipeline.replay_stage(ws, settings, tracker, limit=replay_limit, say=say))
     report = stage("report", lambda: pipeline.report_stage(ws, settings))

@@ -19,7 +19,7 @@ Every stage that scores something logs it to MLflow when given a tracker
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,10 +32,12 @@ from copilot.data.splits import SPLITS, split_dataset, write_splits
 from copilot.evaluation.runs import CHAMPIONS, GLOBAL, run
 from copilot.evaluation.tasks import Task, load_task
 from copilot.evaluation.tuning import TuningResult, tune
-from copilot.live.replay import ReplayConfig, ReplayResult, run_replay, select
+from copilot.live.replay import ReplayResult, run_replay, select
+from copilot.live.replayer import ReplayConfig
 from copilot.report.report import write_report
 from copilot.serving.tracking import WorkbenchTracker
 from copilot.settings import Settings, find_project_root
+from copilot.strategies.embeddings import EmbeddingCache
 
 if TYPE_CHECKING:
     from copilot.serving.export import ExportedModel
@@ -46,11 +48,13 @@ FINAL_TRAIN = "train+dev"
 
 @dataclass(frozen=True)
 class Workspace:
-    """One dataset's generated files. ``name`` is ``star`` or ``sample``; ``task_path`` its evaluation task."""
+    """One dataset's generated files. ``name`` is ``star`` or ``sample``; ``task_path`` its evaluation task;
+    ``embedding_cache`` the sentence vectors every stage's strategies share (``Settings.cache_dir``)."""
 
     name: str
     root: Path
     task_path: Path
+    embedding_cache: EmbeddingCache | None = field(default=None, compare=False, repr=False)
 
     @property
     def data(self) -> Path:
@@ -87,14 +91,11 @@ class Workspace:
 
 
 def workspace(settings: Settings) -> Workspace:
-    """STAR's workspace when ``COPILOT_STAR_DIR`` is set, else the sample's. Also points the embedding cache at
-    ``settings.cache_dir`` for this process (notebooks start here)."""
-    from copilot.strategies.embeddings import set_default_cache_dir
-
-    set_default_cache_dir(settings.cache_dir)
+    """STAR's workspace when ``COPILOT_STAR_DIR`` is set, else the sample's, with the embedding cache of
+    ``settings.cache_dir`` (notebooks start here)."""
     evals = find_project_root() / "evals"
     name = "star" if settings.star_dir is not None else "sample"
-    return Workspace(name, settings.work_dir / name, evals / f"{name}.yaml")
+    return Workspace(name, settings.work_dir / name, evals / f"{name}.yaml", EmbeddingCache(settings.cache_dir))
 
 
 def prepare(settings: Settings, say: Say = print) -> Workspace:
@@ -122,22 +123,22 @@ def prepare(settings: Settings, say: Say = print) -> Workspace:
     return ws
 
 
-def tune_stage(ws: Workspace, tracker: WorkbenchTracker | None = None, progress: bool = True,
-               say: Say = print) -> TuningResult:
-    """Search every strategy's settings per chatbot on train/dev, pick champions by the W5 rule, write the tuned
+def tune_stage(ws: Workspace, tracker: WorkbenchTracker | None = None, progress: bool = True) -> TuningResult:
+    """Search every strategy's settings per chatbot on train/dev, pick champions (a challenger replaces the
+    global strategy only if its paired interval on dev excludes 0), write the tuned
     task (the task plus ``champions:`` and ``global:``), and log every candidate to MLflow."""
     result = tune(ws.task(), train=ws.split("train"), dev=ws.split("dev"), out_dir=ws.tune_dir, tracker=tracker,
-                  progress=progress)
+                  progress=progress, embedding_cache=ws.embedding_cache)
     result.write_task(ws.tuned_task)
     return result
 
 
-def evaluate_stage(ws: Workspace, tracker: WorkbenchTracker | None = None, progress: bool = True,
-                   say: Say = print) -> dict[str, Any]:
+def evaluate_stage(ws: Workspace, tracker: WorkbenchTracker | None = None, progress: bool = True
+                   ) -> dict[str, Any]:
     """Fit on train+dev (the settings were chosen on dev), score on test: every strategy of the tuned task, the
     global strategy and the champions."""
     return run(ws.task(tuned=True), train=ws.split(FINAL_TRAIN), test=ws.split("test"), out_dir=ws.evaluate_dir,
-               tracker=tracker, progress=progress)
+               tracker=tracker, progress=progress, embedding_cache=ws.embedding_cache)
 
 
 def export_stage(ws: Workspace, settings: Settings, say: Say = print) -> list[ExportedModel]:
@@ -147,7 +148,8 @@ def export_stage(ws: Workspace, settings: Settings, say: Say = print) -> list[Ex
 
     champions = load_champions(ws.tune_dir / "tuning.json")
     say(f"exporting {len(champions)} champions to {settings.mlflow_tracking_uri} ...")
-    exported = export_champions(champions, ws.dataset(FINAL_TRAIN), settings.mlflow_tracking_uri)
+    exported = export_champions(champions, ws.dataset(FINAL_TRAIN), settings.mlflow_tracking_uri,
+                                embedding_cache=ws.embedding_cache)
     write_json(ws.export_file, [{"chatbot": e.chatbot, "model": e.name, "version": e.version, "strategy": e.strategy,
                                  "run_id": e.run_id} for e in exported], default=None)
     return exported
@@ -160,7 +162,7 @@ def replay_stage(ws: Workspace, settings: Settings, tracker: WorkbenchTracker | 
     say(f"replaying {len(data.conversations)} test conversations through a started handoff server ...")
     result = run_replay(data, ws.replay_dir, tracking_uri=settings.mlflow_tracking_uri,
                         config=ReplayConfig(concurrency=8, agents=3), progress=progress,
-                        embedding_cache_dir=settings.cache_dir)
+                        embedding_cache_dir=settings.cache_dir, server_log_level=settings.replay_server_log_level)
     summary_path = ws.replay_dir / "summary.json"
     if tracker is not None and summary_path.exists():
         tracker.log_evaluation(result.turns, read_json(summary_path), {},

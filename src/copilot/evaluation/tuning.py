@@ -1,4 +1,4 @@
-"""Per-chatbot tuning with the W5 rule: search each strategy's grid on dev, keep the global strategy unless a
+"""Per-chatbot tuning with the champion rule: search each strategy's grid on dev, keep the global strategy unless a
 challenger is better with a paired interval that excludes 0.
 
 1. Every grid point of every strategy of the task is fitted once on train (all chatbots at once; strategies keep
@@ -40,6 +40,7 @@ from copilot.evaluation.runs import (
 )
 from copilot.evaluation.tasks import Champion, Task, write_tuned_task
 from copilot.strategies import make_strategy
+from copilot.strategies.embeddings import EmbeddingCache
 
 
 @dataclass(frozen=True)
@@ -99,14 +100,15 @@ def _better(a: float | None, b: float | None, higher: bool) -> bool:
 
 def tune(
     task: Task, *, train: Any, dev: Any, out_dir: str | os.PathLike[str],
-    tracker: EvaluationTracker | None = None, progress: bool = True,
+    tracker: EvaluationTracker | None = None, progress: bool = True, embedding_cache: EmbeddingCache | None = None,
 ) -> TuningResult:
-    """Search every strategy's grid on dev per chatbot and pick each chatbot's champion by the W5 rule.
+    """Search every strategy's grid on dev per chatbot and pick each chatbot's champion: a challenger
+    replaces the global strategy only if its paired interval on that chatbot's dev turns excludes 0.
 
     Writes ``tuning.json`` (per chatbot: every candidate's scores with intervals, each strategy's best, the
     decisions against the champion with their paired intervals, the champion and why; the global strategy and
     the champions' combined dev score against it) and ``leaderboard.csv`` (one row per chatbot and candidate,
-    plus ``overall``) into ``out_dir``.
+    plus ``overall``) into ``out_dir``. Sentence vectors are kept in ``embedding_cache`` (None: in memory).
     """
     say: Callable[[str], None] = (lambda m: print(m, file=sys.stderr)) if progress else (lambda m: None)
     metric = task.selection_metric
@@ -121,7 +123,7 @@ def tune(
     started = time.perf_counter()
     for spec in task.strategies:
         for params in spec.grid_points() or [dict(spec.params)]:
-            strategy = make_strategy(spec.name, params)
+            strategy = make_strategy(spec.name, params).use_embedding_cache(embedding_cache)
             key = strategy.describe()
             if any(c.key == key for c in candidates):  # the same setting reached by two entries: fit once
                 continue

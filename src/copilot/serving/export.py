@@ -29,6 +29,7 @@ from copilot.data.context import Context, ContextTurn, Suggestion
 from copilot.data.records import Dataset
 from copilot.serving.tracking import MlflowTracker, experiment_name
 from copilot.strategies.base import Strategy, make_strategy
+from copilot.strategies.embeddings import EmbeddingCache
 
 with warnings.catch_warnings():
     # MLflow 3 infers schemas for its bundled agent types while mlflow.pyfunc loads, warning as it goes, which would
@@ -252,12 +253,14 @@ def load_champions(path: str | Path) -> dict[str, dict[str, Any]]:
 
 
 def export_champions(champions: Mapping[str, Mapping[str, Any]], train: Dataset, tracking_uri: str, *,
-                     chatbots: Sequence[str] | None = None) -> list[ExportedModel]:
+                     chatbots: Sequence[str] | None = None,
+                     embedding_cache: EmbeddingCache | None = None) -> list[ExportedModel]:
     """Fit each chatbot's champion on ``train`` and export it (alias ``champion``).
 
     Fitted exactly as the evaluation fits champions (:func:`copilot.evaluation.runs.champions_predictions`): on the
     whole training set, one fit per distinct setting shared by the chatbots that chose it. A strategy that learns
     across chatbots (the global classifier) therefore serves what was evaluated, not a model of one chatbot's data.
+    ``embedding_cache`` serves the fits only: the exported strategies carry no cache.
     """
     tracker = MlflowTracker(tracking_uri)
     fitted: dict[str, tuple[Strategy, LoggedModel]] = {}
@@ -268,7 +271,8 @@ def export_champions(champions: Mapping[str, Mapping[str, Any]], train: Dataset,
         spec = champions[bot]
         key = json.dumps([spec["strategy"], dict(spec.get("params") or {})], sort_keys=True, default=str)
         if key not in fitted:
-            strategy = make_strategy(spec["strategy"], spec.get("params") or {}).fit(train)
+            strategy = make_strategy(spec["strategy"], spec.get("params") or {}).use_embedding_cache(embedding_cache)
+            strategy.fit(train)
             logged = log_strategy_model(strategy, tracking_uri, client=tracker.client,
                                         experiment=experiment_name(bot))
             fitted[key] = (strategy, logged)

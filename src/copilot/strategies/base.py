@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Self
 from copilot.data.context import Context, Suggestion
 from copilot.data.records import Dataset
 from copilot.registry import Registry
+from copilot.strategies.embeddings import Embedder, EmbeddingCache
 
 
 class NotFittedError(RuntimeError):
@@ -31,6 +32,7 @@ class Strategy:
     """Base class of every copilot strategy. Subclasses set ``name`` and implement ``fit`` and ``suggest``."""
 
     name: ClassVar[str] = ""
+    _embedding_cache: EmbeddingCache | None = None  # not a setting: see use_embedding_cache
 
     @classmethod
     def param_names(cls) -> list[str]:
@@ -57,6 +59,22 @@ class Strategy:
     def clone(self, **overrides: Any) -> Self:
         """A fresh, unfitted strategy with the same settings (and ``overrides``)."""
         return type(self)(**{**self.get_params(), **overrides})
+
+    def use_embedding_cache(self, cache: EmbeddingCache | None) -> Self:
+        """Keep the sentence vectors this strategy computes in ``cache`` (None: in memory only); returns self.
+
+        Not a setting: where vectors are kept changes nothing they compute, so it is not in :meth:`get_params` or
+        :meth:`describe`, and it is not pickled (a strategy unpickled elsewhere gets that place's cache). It may
+        be called before or after ``fit``; a strategy that embeds no text ignores it.
+        """
+        self._embedding_cache = cache
+        embedder = self.__dict__.get("embedder_")
+        if isinstance(embedder, Embedder):
+            embedder.cache = cache
+        return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {key: value for key, value in self.__dict__.items() if key != "_embedding_cache"}
 
     def fit(self, data: Dataset) -> Self:
         raise NotImplementedError

@@ -204,8 +204,8 @@ class ClassifierStrategy(Strategy):
         label_features: use the conversation's labels and positions; label_weight scales them.
         max_position: agent-turn counts from this on share one position feature.
         cross_weight: scale of the last agent label crossed with each word of the last customer message (0: off).
-        dense_weight: scale of the MiniLM embedding of the main text (0 leaves it out; it needs the model).
-        cache_dir: the embedding cache folder when ``dense_weight > 0`` (None: in memory).
+        dense_weight: scale of the MiniLM embedding of the main text (0 leaves it out; it needs the model; vectors
+            are cached where :meth:`use_embedding_cache` says).
         seed: the classifier's random state (model ``i`` of the ensemble uses ``seed + i``).
         flow_order: 0 for none, else the last 1..flow_order agent/bot labels (role-tagged), crossed with the chatbot.
         prev_weight: scale of the TF-IDF (word 1-2-grams) of the latest agent or bot message (0 leaves it out).
@@ -223,7 +223,7 @@ class ClassifierStrategy(Strategy):
                  max_iter: int = 300, class_weight: str | None = None, window: int = 1, ngram_max: int = 2,
                  char_ngrams: int = 0, char_weight: float = 0.5, history_weight: float = 0.7,
                  label_features: bool = True, label_weight: float = 1.0, max_position: int = 8,
-                 cross_weight: float = 0.0, dense_weight: float = 0.0, cache_dir: str | None = None, seed: int = 0,
+                 cross_weight: float = 0.0, dense_weight: float = 0.0, seed: int = 0,
                  flow_order: int = 0, prev_weight: float = 0.5, prior_weight: float = 0.0, prior_smoothing: float = 1.0,
                  n_models: int = 3, known_only: bool = False, hidden: int = 256, epochs: int = 4, lr: float = 0.002,
                  batch_size: int = 256, dropout: float = 0.5):
@@ -243,7 +243,6 @@ class ClassifierStrategy(Strategy):
         self.max_position = max_position
         self.cross_weight = cross_weight
         self.dense_weight = dense_weight
-        self.cache_dir = cache_dir
         self.seed = seed
         self.flow_order = flow_order
         self.prev_weight = prev_weight
@@ -262,7 +261,7 @@ class ClassifierStrategy(Strategy):
             raise ValueError(f"scope must be one of {SCOPES}, not {self.scope!r}")
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, not {self.model!r}")
-        self.embedder_ = Embedder(self.cache_dir)
+        self.embedder_ = Embedder(self._embedding_cache)
         self.responses_: Mapping[str, Mapping[str, str]] = {b: dict(data.responses(b)) for b in data.chatbot_ids()}
         by_bot: dict[str, tuple[list[Context], list[str]]] = {}
         for ex in examples(data):

@@ -23,22 +23,20 @@ class DenseStrategy(Strategy):
         window: how many of the latest customer messages form the query.
         neighbours: how many nearest recorded replies vote.
         temperature: a neighbour's vote is ``exp(cosine / temperature)``-weighted (0: plain sum of cosines).
-        cache_dir: folder of the on-disk embedding cache (shared, SQLite); None keeps vectors in memory only.
 
-    Pickles without the torch model: the :class:`~copilot.strategies.embeddings.Embedder` reloads it lazily.
+    Vectors are cached where :meth:`use_embedding_cache` says (in memory by default). Pickles without the torch
+    model: the :class:`~copilot.strategies.embeddings.Embedder` reloads it lazily.
     """
 
     name = "dense"
 
-    def __init__(self, window: int = 1, neighbours: int = 20, temperature: float = 0.0,
-                 cache_dir: str | None = None):
+    def __init__(self, window: int = 1, neighbours: int = 20, temperature: float = 0.0):
         self.window = window
         self.neighbours = neighbours
         self.temperature = temperature
-        self.cache_dir = cache_dir
 
     def fit(self, data: Dataset) -> Self:
-        self.embedder_ = Embedder(self.cache_dir)
+        self.embedder_ = Embedder(self._embedding_cache)
         by_bot = replies_by_chatbot(data, self.window)
         vectors = self.embedder_.encode([q for queries, _ in by_bot.values() for q in queries])
         self.index_: dict[str, tuple[np.ndarray, list[Reply]]] = {}

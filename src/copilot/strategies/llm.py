@@ -111,7 +111,7 @@ class LlmStrategy(Strategy):
 
     # -- the client (never pickled) ---------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_client", "_lock")}
+        return {k: v for k, v in super().__getstate__().items() if k not in ("_client", "_lock")}
 
     def _openai(self) -> Any:
         if getattr(self, "_client", None) is None:
