@@ -1,4 +1,5 @@
-"""Metrics over the per-turn predictions table (:mod:`copilot.data.predictions`), with bootstrap intervals (W4).
+"""Metrics over the per-turn predictions table (:mod:`copilot.data.predictions`), with bootstrap intervals
+resampled by conversation.
 
 Every metric is registered in :data:`METRICS` with ``higher_is_better``; winner selection reads only that flag.
 A metric turns the table into one value per turn and a mask of the turns it counts:
@@ -317,7 +318,7 @@ def summarize(
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Paired comparison and the W5 rule
+# Paired comparison and the champion rule
 
 
 @dataclass(frozen=True)
@@ -374,7 +375,8 @@ def paired_comparison(
 
 @dataclass(frozen=True)
 class Decision:
-    """Outcome of the W5 rule: whether the challenger replaces the champion, the paired interval, and why."""
+    """Outcome of the champion rule (:func:`decide_winner`): whether the challenger replaces the champion, the
+    paired interval, and why."""
 
     switch: bool
     paired: Paired
@@ -385,7 +387,7 @@ def decide_winner(
     champion_scores: Sequence[float] | np.ndarray, challenger_scores: Sequence[float] | np.ndarray,
     conversations: Sequence[Any] | np.ndarray, *, higher_is_better: bool = True, n_boot: int = 1000, seed: int = 0,
 ) -> Decision:
-    """The W5 rule: the challenger replaces the champion only when the paired bootstrap interval of
+    """The champion rule: the challenger replaces the champion only when the paired bootstrap interval of
     (challenger − champion), resampled by conversation, lies strictly on the better side of 0.
 
     Args:

@@ -1,4 +1,4 @@
-"""The workbench's plots (W9), as matplotlib Figures: the HTML report embeds them, the tracker logs them to MLflow
+"""The workbench's plots, as matplotlib Figures: the HTML report embeds them, the tracker logs them to MLflow
 and a notebook shows them as they are.
 
 Every function returns a new :class:`~matplotlib.figure.Figure` built with the object API (never ``pyplot``'s

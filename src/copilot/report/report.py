@@ -1,4 +1,4 @@
-"""The report for product (W9): one static HTML page, ``index.html``, readable without a server or the internet.
+"""The report for product: one static HTML page, ``index.html``, readable without a server or the internet.
 
 Sections: the per-chatbot leaderboard with intervals (tables and a faceted interval plot), each chatbot's champion
 against the global strategy, suggestion latency distributions (offline, and through the live server in the

@@ -1,4 +1,4 @@
-"""Experiment tracking through a small protocol; MLflow is the implementation (W6).
+"""Experiment tracking through a small protocol; MLflow is the implementation.
 
 Layout in MLflow: one experiment per chatbot (``copilot/<chatbot>``), one run per strategy and settings, with the
 strategy's params, the metrics with their interval bounds, the per-turn predictions as a table artifact, plots as
@@ -184,7 +184,7 @@ OVERALL_TABLE = "predictions.parquet"  # every chatbot's turns: compact
 
 
 class WorkbenchTracker:
-    """Logs what the workbench produces to a :class:`Tracker` in the layout of W6.
+    """Logs what the workbench produces to a :class:`Tracker` in the layout of the module docstring.
 
     One run per (chatbot, strategy) in experiment ``copilot/<chatbot>``, and one run per strategy over all chatbots
     in ``copilot/_all-chatbots``. Each run has the strategy's params, the summary's metrics with their interval
