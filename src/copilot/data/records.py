@@ -356,6 +356,14 @@ def parse_chatbot(raw: Mapping[str, Any], line: int = 0) -> tuple[Chatbot | None
     return Chatbot(chatbot=chatbot, responses=dict(responses), meta=meta), []  # type: ignore[arg-type]
 
 
+def _again(seen: dict[str, int], key: str, line: int, field_path: str, verb: str) -> Problem | None:
+    """The problem of ``key`` met on an earlier line; otherwise None, and ``key`` is recorded as met on ``line``."""
+    if key in seen:
+        return Problem(line, field_path, f"{key!r} {verb} again (first on line {seen[key]})")
+    seen[key] = line
+    return None
+
+
 def parse_lines(lines: Iterable[str]) -> tuple[Dataset, list[Problem]]:
     """Parse and validate JSON Lines text. Collects every problem instead of stopping at the first."""
     dataset = Dataset()
@@ -379,25 +387,19 @@ def parse_lines(lines: Iterable[str]) -> tuple[Dataset, list[Problem]]:
             bot, found = parse_chatbot(raw, number)
             problems.extend(found)
             if bot is not None:
-                if bot.chatbot in seen_bot:
-                    problems.append(
-                        Problem(number, "chatbot", f"{bot.chatbot!r} is declared again (first on line "
-                                f"{seen_bot[bot.chatbot]})")
-                    )
+                again = _again(seen_bot, bot.chatbot, number, "chatbot", "is declared")
+                if again is not None:
+                    problems.append(again)
                 else:
-                    seen_bot[bot.chatbot] = number
                     dataset.chatbots[bot.chatbot] = bot
         elif kind == "conversation":
             conv, found = parse_conversation(raw, number)
             problems.extend(found)
             if conv is not None:
-                if conv.conversation_id in seen_conv:
-                    problems.append(
-                        Problem(number, "conversation_id", f"{conv.conversation_id!r} appears again (first on "
-                                f"line {seen_conv[conv.conversation_id]})")
-                    )
+                again = _again(seen_conv, conv.conversation_id, number, "conversation_id", "appears")
+                if again is not None:
+                    problems.append(again)
                 else:
-                    seen_conv[conv.conversation_id] = number
                     dataset.conversations.append(conv)
                     conv_lines.append(number)
         else:
