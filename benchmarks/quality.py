@@ -3,10 +3,10 @@ the first 1 / 3 suggested labels?).
 
     PYTHONPATH=src python benchmarks/quality.py [--splits DIR] [--only classifier,tfidf] [--refit]
 
-``--splits`` is a folder with train/dev/test.jsonl (``copilot.data.write_splits``); default ``$COPILOT_SPLITS_DIR``,
-else the project's sample split in memory. Fitted on train; ``--refit`` fits again on train+dev before the test
-split (dev figures always come from the model fitted on train only). Goal (issue 4): the best configuration reaches
-recall@1 >= 0.65 and recall@3 >= 0.88 on test.
+``--splits`` is a folder with train/dev/test.jsonl (``copilot.data.splits.write_splits``); default
+``$COPILOT_SPLITS_DIR``, else the project's sample split in memory. Fitted on train; ``--refit`` fits again on
+train+dev before the test split (dev figures always come from the model fitted on train only). Goal (issue 4):
+the best configuration reaches recall@1 >= 0.65 and recall@3 >= 0.88 on test.
 """
 
 from __future__ import annotations
@@ -27,22 +27,21 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS: dict[str, dict[str, Any]] = {
     "tfidf": {},
     "bm25": {},
-    "dense": {"cache_dir": os.environ.get("COPILOT_CACHE_DIR")},
-    "classifier": {"cache_dir": os.environ.get("COPILOT_CACHE_DIR")},
+    "dense": {},
+    "classifier": {},
     "classifier-sgd": {"scope": "global", "model": "sgd", "alpha": 1e-5, "history_weight": 0.7, "dense_weight": 1.0,
-                       "prev_weight": 0.5, "n_models": 3, "cache_dir": os.environ.get("COPILOT_CACHE_DIR")},
+                       "prev_weight": 0.5, "n_models": 3},
     "hybrid": {"members": [
         {"strategy": "classifier", "params": {"model": "sgd", "alpha": 1e-5, "history_weight": 0.7, "dense_weight": 1.0,
-                                              "prev_weight": 0.0, "n_models": 1,
-                                              "cache_dir": os.environ.get("COPILOT_CACHE_DIR")}},
-        {"strategy": "dense", "params": {"cache_dir": os.environ.get("COPILOT_CACHE_DIR")}},
+                                              "prev_weight": 0.0, "n_models": 1}},
+        {"strategy": "dense", "params": {}},
         {"strategy": "bm25", "params": {}}], "weights": [3.0, 1.0, 1.0], "rrf_k": 10},
 }
 
 
 def load_splits(folder: str | None) -> dict[str, Any]:
-    from copilot.data import split_dataset
-    from copilot.records import load_dataset
+    from copilot.data.records import load_dataset
+    from copilot.data.splits import split_dataset
 
     if folder:
         return {name: load_dataset(Path(folder) / f"{name}.jsonl") for name in ("train", "dev", "test")}
@@ -51,7 +50,7 @@ def load_splits(folder: str | None) -> dict[str, Any]:
 
 
 def recall(strategy: Any, data: Any) -> tuple[float, float, int]:
-    from copilot.context import contexts_for
+    from copilot.data.context import contexts_for
 
     contexts, truths = [], []
     for conversation in data.conversations:
@@ -84,19 +83,22 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from copilot.records import Dataset
+    from copilot.data.records import Dataset
+    from copilot.evaluation.tasks import load_task
+    from copilot.settings import Settings
     from copilot.strategies import make_strategy
-    from copilot.tasks import load_task
+    from copilot.strategies.embeddings import EmbeddingCache
 
     CONFIGS["classifier"] = {**load_task(ROOT / "evals" / "star.yaml").strategy("classifier").params,
                              **CONFIGS["classifier"]}
     splits = load_splits(args.splits)
+    cache = EmbeddingCache(Settings.from_env().cache_dir)
     names = args.only.split(",") if args.only else list(CONFIGS)
     print(f"{'strategy':<15} {'split':<5} {'n':>6} {'recall@1':>9} {'recall@3':>9} {'fit s':>7}")
     for name in names:
         params = json.loads(args.params) if args.params else CONFIGS.get(name, {})
         start = time.perf_counter()
-        strategy = make_strategy(name.split("-")[0], params).fit(splits["train"])
+        strategy = make_strategy(name.split("-")[0], params).use_embedding_cache(cache).fit(splits["train"])
         fit_s = time.perf_counter() - start
         r1, r3, n = recall(strategy, splits["dev"])
         print(f"{name:<15} {'dev':<5} {n:>6} {r1:>9.3f} {r3:>9.3f} {fit_s:>7.1f}", flush=True)
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             both = Dataset({**splits["train"].chatbots, **splits["dev"].chatbots},
                            splits["train"].conversations + splits["dev"].conversations)
             start = time.perf_counter()
-            strategy = strategy.clone().fit(both)
+            strategy = strategy.clone().use_embedding_cache(cache).fit(both)
             fit_s = time.perf_counter() - start
         r1, r3, n = recall(strategy, splits["test"])
         print(f"{name:<15} {'test':<5} {n:>6} {r1:>9.3f} {r3:>9.3f} {fit_s:>7.1f}", flush=True)

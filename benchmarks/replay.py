@@ -5,7 +5,7 @@ In one run, each configuration gets a fresh ``handoff serve`` (fresh SQLite data
 - tfidf: a lexical champion per chatbot, fitted on the training split and exported (``copilot-<chatbot>@champion``);
 - dense: a MiniLM champion per chatbot (``copilot.strategies.dense``), when that strategy is available.
 
-The same conversations are replayed through each (``copilot.replay``: bot, customer and K agent clients, a claim
+The same conversations are replayed through each (``copilot.live.replay``: bot, customer and K agent clients, a claim
 race per escalation, typing before each message, suggestions awaited at each agent turn). Printed per
 configuration: conversations per second, p50/p99 of escalation to notification, claim, first agent reply (from the
 escalation) and suggestion latency, and ratios against the baseline of the same run. Goal: the whole STAR corpus
@@ -27,11 +27,10 @@ from typing import Any
 
 from suggest import load_splits  # the sibling benchmark script: one way to find STAR or the sample
 
-from copilot.replay import ReplayConfig, replay, select, started_server
+from copilot.live.replay import LATENCIES, replay, select, started_server
+from copilot.live.replayer import ReplayConfig
 from copilot.serving.export import export_champions
 from copilot.strategies import STRATEGIES
-
-LATENCIES = ("escalation_to_notification_ms", "claim_ms", "first_agent_reply_ms", "suggestion_ms")
 
 
 def _run(config_name: str, data: Any, train: Any, args: argparse.Namespace, folder: Path) -> dict[str, Any]:

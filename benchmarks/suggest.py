@@ -28,14 +28,14 @@ FAMILIES = ["tfidf", "bm25", "dense", "classifier", "hybrid"]
 
 
 def load_splits(folder: str | None) -> tuple[str, dict[str, Any]]:
-    from copilot.data import split_dataset
-    from copilot.records import load_dataset
+    from copilot.data.records import load_dataset
+    from copilot.data.splits import split_dataset
 
     if folder:
         return f"splits in {folder}", {n: load_dataset(Path(folder) / f"{n}.jsonl") for n in ("train", "dev", "test")}
     star = os.environ.get("COPILOT_STAR_DIR")
     if star:
-        from copilot.importers.star import import_star
+        from copilot.data.importers.star import import_star
 
         dataset, _ = import_star(star)
         return f"STAR at {star}", dict(split_dataset(dataset, seed=0))
@@ -67,11 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     torch.set_num_threads(1)
-    from copilot.context import contexts_for
-    from copilot.embeddings import Embedder
+    from copilot.data.context import contexts_for
     from copilot.strategies import make_strategy
+    from copilot.strategies.embeddings import Embedder, EmbeddingCache
 
     source, splits = load_splits(args.splits)
+    cache = EmbeddingCache(args.cache_dir) if args.cache_dir else None
     contexts = [c for conv in splits["test"].conversations for _, c in contexts_for(conv)]
     step = max(1, len(contexts) // args.contexts)
     contexts = contexts[::step][: args.contexts]
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     task_params: dict[str, dict[str, Any]] = {}
     if args.task:
-        from copilot.tasks import load_task
+        from copilot.evaluation.tasks import load_task
 
         task_params = {spec.id: dict(spec.params) for spec in load_task(args.task).strategies}
     names = args.only.split(",") if args.only else list(FAMILIES)
@@ -96,15 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in [*names, *(["llm"] if args.llm else [])]:
         params: dict[str, Any] = dict(task_params.get(name, {}))
         picked = contexts
-        if args.cache_dir and (name == "dense" or (name == "classifier" and params.get("dense_weight", 0) > 0)):
-            params["cache_dir"] = args.cache_dir
         if name == "llm":
-            from copilot.llm_server import LOCAL_MODEL, local_llm_server
+            from copilot.settings import Settings
+            from copilot.strategies.llm_server import LOCAL_MODEL, local_llm_server
 
-            server = local_llm_server()
+            server = local_llm_server(model=Settings.from_env().llm_gguf)
             params = {"base_url": server.__enter__(), "model": LOCAL_MODEL, "few_shot": 2, "max_tokens": 24}
             picked = contexts[:10]
-        strategy = make_strategy(name, params).fit(splits["train"])
+        strategy = make_strategy(name, params).use_embedding_cache(cache).fit(splits["train"])
         for context in picked[: min(args.warmup, len(picked))]:
             strategy.suggest(context, 3)
         times = []

@@ -22,8 +22,8 @@ sys.path.insert(0, str(ROOT / "tests"))  # the constructed evaluation lives with
 from mlflow import MlflowClient  # noqa: E402
 from workbench_testing import Evaluation, make_evaluation  # noqa: E402
 
-from copilot import plots  # noqa: E402
-from copilot.tracking import MlflowTracker, WorkbenchTracker, _metric_key, experiment_name  # noqa: E402
+from copilot.report import plots  # noqa: E402
+from copilot.serving.tracking import MlflowTracker, WorkbenchTracker, _metric_key, experiment_name  # noqa: E402
 
 
 def plain(client: MlflowClient, tracker: MlflowTracker, evaluation: Evaluation, chatbots: list[str]) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from workbench_testing import Evaluation, make_evaluation
 
-from copilot.records import Dataset
+from copilot.data.records import Dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample" / "conversations.jsonl"
@@ -56,8 +56,8 @@ def evaluation() -> Evaluation:
 @pytest.fixture(scope="session")
 def star_splits(star_dir: Path) -> dict[str, Dataset]:
     """STAR imported from where it lies and split by conversation with seed 0 (the split of evals/star.yaml)."""
-    from copilot.data import split_dataset
-    from copilot.importers.star import import_star
+    from copilot.data.importers.star import import_star
+    from copilot.data.splits import split_dataset
 
     dataset, _ = import_star(star_dir)
     return dict(split_dataset(dataset, seed=0))

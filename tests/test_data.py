@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from copilot.cli import main as cli
-from copilot.data import dataset_stats, split_dataset
-from copilot.records import Dataset, load_dataset
+from copilot.data.records import Dataset, load_dataset
+from copilot.data.splits import dataset_stats, split_dataset
 
 
 @pytest.fixture

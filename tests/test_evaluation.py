@@ -14,17 +14,17 @@ import pandas as pd
 import pytest
 import yaml
 
+from copilot._io import file_sha256
 from copilot.cli import main
-from copilot.context import Context, Suggestion
-from copilot.data import split_dataset, write_splits
-from copilot.evaluation import predict, run
-from copilot.metrics import summarize
-from copilot.records import load_dataset
+from copilot.data.context import Context, Suggestion
+from copilot.data.records import load_dataset
+from copilot.data.splits import split_dataset, write_splits
+from copilot.evaluation.metrics import summarize
+from copilot.evaluation.runs import predict, run
+from copilot.evaluation.tasks import TaskError, load_task
+from copilot.evaluation.tuning import tune
 from copilot.strategies import STRATEGIES, make_strategy
 from copilot.strategies.tfidf import TfidfStrategy
-from copilot.tasks import TaskError, load_task
-from copilot.tracking import file_sha256
-from copilot.tuning import tune
 
 ROOT = Path(__file__).resolve().parents[1]
 EVALS = sorted((ROOT / "evals").glob("*.yaml"))
@@ -208,7 +208,7 @@ def test_evaluate_and_tune_log_to_mlflow_when_asked(sample_splits: dict[str, Pat
                                                     mlflow_uri: str) -> None:
     from mlflow import MlflowClient
 
-    from copilot.tracking import experiment_name
+    from copilot.serving.tracking import experiment_name
 
     common = ["--only", "tfidf", "--quiet", "--track", "--tracking-uri", mlflow_uri]
     assert main(["tune", str(ROOT / "evals/sample.yaml"), "--train", str(sample_splits["train"]),

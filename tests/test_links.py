@@ -1,10 +1,10 @@
-"""Links to the console and the widget for a try-out (``copilot.links``, what ``make demo`` prints)."""
+"""Links to the console and the widget for a try-out (``copilot.live.links``, what ``make demo`` prints)."""
 
 from __future__ import annotations
 
 import pytest
 
-from copilot.links import pilot_links
+from copilot.live.links import pilot_links
 
 
 def test_pilot_links_put_the_credentials_in_the_fragment() -> None:

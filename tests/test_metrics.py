@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from copilot.context import Suggestion
-from copilot.metrics import (
+from copilot.data.context import Suggestion
+from copilot.data.predictions import prediction_row, predictions_frame
+from copilot.evaluation.metrics import (
     METRICS,
     SEMANTIC_THRESHOLD,
     decide_winner,
@@ -18,7 +19,6 @@ from copilot.metrics import (
     semantic_hits,
     summarize,
 )
-from copilot.predictions import prediction_row, predictions_frame
 from copilot.registry import UnknownNameError
 
 
@@ -101,7 +101,7 @@ def test_paired_comparison_by_hand() -> None:
 
 
 def test_semantic_match_with_constructed_texts() -> None:
-    from copilot.embeddings import Embedder
+    from copilot.strategies.embeddings import Embedder
 
     embedder = Embedder()
     truth = ["What is your order number?", "What is your order number?"]

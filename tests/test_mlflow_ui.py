@@ -15,8 +15,8 @@ import httpx
 import pytest
 from workbench_testing import Evaluation
 
+from copilot.serving.tracking import WorkbenchTracker, mlflow_ui_command
 from copilot.settings import Settings
-from copilot.tracking import WorkbenchTracker, mlflow_ui_command
 
 pytestmark = pytest.mark.slow
 START_S = 120.0  # the server imports MLflow and checks the database's schema; two shared cores can be slow

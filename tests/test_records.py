@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from copilot.records import DatasetError, load_dataset, parse_lines, save_dataset
+from copilot.data.records import DatasetError, load_dataset, parse_lines, save_dataset
 
 CHATBOT = {"type": "chatbot", "chatbot": "shop", "responses": {"hello": "Hello!", "ask_id": "Your order id?"}}
 CONV = {
@@ -172,7 +172,7 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_contexts_hold_only_what_came_before(tmp_path: Path) -> None:
-    from copilot.context import context_from_events, contexts_for
+    from copilot.data.context import context_from_events, contexts_for
 
     src = tmp_path / "in.jsonl"
     src.write_text("\n".join(lines(CHATBOT, CONV)) + "\n")

@@ -20,11 +20,12 @@ import aiohttp
 import pandas as pd
 import pytest
 
-from copilot.client import Connection, HandoffHttp
-from copilot.context import Context, ContextTurn, contexts_for
-from copilot.protocol import EV_CLAIM, EV_ESCALATE, EV_MESSAGE, EV_SUGGESTIONS
-from copilot.records import Dataset, load_dataset
-from copilot.replay import ReplayConfig, replay, select, start_server
+from copilot.data.context import Context, ContextTurn, contexts_for
+from copilot.data.records import Dataset, load_dataset
+from copilot.live.client import Connection, HandoffHttp
+from copilot.live.protocol import EV_CLAIM, EV_ESCALATE, EV_MESSAGE, EV_SUGGESTIONS
+from copilot.live.replay import replay, select, start_server
+from copilot.live.replayer import ReplayConfig
 from copilot.serving.export import (
     CHAMPION_ALIAS,
     export_champion,
@@ -53,8 +54,8 @@ def _without_latency(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def _replay_matches_offline(train: Dataset, test: Dataset, mlflow_uri: str) -> None:
-    from copilot.evaluation import predict
-    from copilot.metrics import summarize
+    from copilot.evaluation.metrics import summarize
+    from copilot.evaluation.runs import predict
 
     strategy = make_strategy("tfidf").fit(train)
     for chatbot in test.chatbot_ids():
@@ -202,8 +203,8 @@ def test_moving_the_alias_changes_the_next_suggestions_and_a_bot_without_champio
 
 
 def test_replay_turns_have_the_predictions_columns() -> None:
-    from copilot.predictions import COLUMNS
-    from copilot.replay import REPLAY_COLUMNS, turns_frame
+    from copilot.data.predictions import COLUMNS
+    from copilot.live.replay import REPLAY_COLUMNS, turns_frame
 
     frame = turns_frame([])
     assert list(frame.columns[: len(COLUMNS)]) == COLUMNS

@@ -9,10 +9,10 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from workbench_testing import HANDOFF, Evaluation, champions_vs_global
 
-from copilot import plots
+from copilot._io import file_sha256
 from copilot.cli import main
-from copilot.report import SECTIONS, write_report
-from copilot.tracking import file_sha256
+from copilot.report import plots
+from copilot.report.report import SECTIONS, write_report
 
 
 def test_copilot_report_writes_one_page_from_the_files(evaluation: Evaluation, tmp_path: Path) -> None:

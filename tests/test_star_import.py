@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from copilot.cli import main as cli
-from copilot.importers.star import EscalationRule, download_star, import_star
-from copilot.records import load_dataset
+from copilot.data.importers.star import EscalationRule, download_star, import_star
+from copilot.data.records import load_dataset
 
 
 def event(agent: str, action: str, text: str | None = None, t: int = 0, **extra: object) -> dict:

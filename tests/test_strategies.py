@@ -12,10 +12,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from copilot.context import Context, contexts_for
-from copilot.data import split_dataset
-from copilot.records import Dataset, load_dataset
+from copilot.data.context import Context, contexts_for
+from copilot.data.records import Dataset, load_dataset
+from copilot.data.splits import split_dataset
+from copilot.settings import Settings
 from copilot.strategies import STRATEGIES, NotFittedError, Strategy, make_strategy
+from copilot.strategies.embeddings import EmbeddingCache
 
 
 @pytest.fixture(scope="session")
@@ -26,18 +28,18 @@ def splits(sample_path: Path) -> dict[str, Dataset]:
 @pytest.fixture(scope="session")
 def llm_base_url() -> Iterator[str]:
     """A real local OpenAI-compatible server (llama.cpp, SmolLM2-135M) for the whole session."""
-    from copilot.llm_server import llama_cpp_available, local_llm_server
+    from copilot.strategies.llm_server import llama_cpp_available, local_llm_server
 
     if not llama_cpp_available():
         pytest.skip("llama_cpp is not installed (pip install 'llama-cpp-python[server]'): no local LLM server")
-    with local_llm_server() as base_url:
+    with local_llm_server(model=Settings.from_env().llm_gguf) as base_url:
         yield base_url
 
 
 def params_for(name: str, request: pytest.FixtureRequest) -> dict[str, Any]:
     """Test settings per family: small and fast; the llm strategy talks to the local server."""
     if name == "llm":
-        from copilot.llm_server import LOCAL_MODEL
+        from copilot.strategies.llm_server import LOCAL_MODEL
 
         base_url = request.getfixturevalue("llm_base_url")
         return {"base_url": base_url, "model": LOCAL_MODEL, "few_shot": 1, "max_tokens": 8, "history": 2}
@@ -122,7 +124,7 @@ def test_registry_has_every_family() -> None:
 
 @pytest.mark.slow
 def test_llm_labels_and_free_text(splits: dict[str, Dataset], llm_base_url: str) -> None:
-    from copilot.llm_server import LOCAL_MODEL
+    from copilot.strategies.llm_server import LOCAL_MODEL
 
     context = held_out(splits["test"], limit=1)[0]
     responses = splits["train"].responses(context.chatbot)
@@ -177,6 +179,23 @@ def test_hybrid_fuses_members_by_reciprocal_rank(splits: dict[str, Dataset]) -> 
             expected[s.label] = expected.get(s.label, 0.0) + weight / (10 + rank)
     best = sorted(expected.items(), key=lambda kv: -kv[1])[:3]
     assert [(s.label, round(s.score, 9)) for s in fused] == [(label, round(v, 9)) for label, v in best]
+
+
+def test_the_embedding_cache_is_no_setting_and_never_pickled(splits: dict[str, Dataset]) -> None:
+    cache = EmbeddingCache(Settings.from_env().cache_dir)
+    members = [{"strategy": "dense", "params": {}}, {"strategy": "tfidf", "params": {}}]
+    hybrid = make_strategy("hybrid", {"members": members}).use_embedding_cache(cache).fit(splits["train"])
+    dense = hybrid.members_[0]
+    assert dense.embedder_.cache is cache
+    assert "cache" not in hybrid.describe() and "cache" not in dense.describe()
+    blob = pickle.dumps(hybrid)
+    assert str(cache.folder).encode() not in blob and b"EmbeddingCache" not in blob
+    restored = pickle.loads(blob)
+    assert restored.members_[0].embedder_.cache is None
+    restored.use_embedding_cache(cache)
+    assert restored.members_[0].embedder_.cache is cache
+    contexts = held_out(splits["test"], limit=4)
+    assert_same(restored.suggest_many(contexts, 3), hybrid.suggest_many(contexts, 3))
 
 
 @pytest.mark.parametrize(("scope", "model", "hidden"), [

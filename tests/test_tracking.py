@@ -14,16 +14,15 @@ import pytest
 from mlflow import MlflowClient
 from workbench_testing import Evaluation
 
-from copilot.settings import Settings
-from copilot.tracking import (
+from copilot._io import file_sha256, git_commit
+from copilot.serving.tracking import (
     MlflowTracker,
     RunRecord,
     WorkbenchTracker,
     experiment_name,
-    file_sha256,
-    git_commit,
     mlflow_ui_command,
 )
+from copilot.settings import Settings
 
 STRATEGY = "tfidf(ngram_range=(1, 2))"
 

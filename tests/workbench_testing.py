@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from copilot.context import Suggestion
+from copilot.data.context import Suggestion
 
 
 @dataclass
@@ -26,7 +26,7 @@ def make_evaluation(chatbots: tuple[str, ...] = ("bank", "weather"),
                     strategies: tuple[str, ...] = ("tfidf(ngram_range=(1, 2))", "bm25(k1=1.2)"),
                     turns: int = 12, seed: int = 0) -> Evaluation:
     """Constructed, seeded data: each strategy ranks the agent's real template first, second or not at all."""
-    from copilot.predictions import prediction_row, predictions_frame
+    from copilot.data.predictions import prediction_row, predictions_frame
 
     rng = np.random.default_rng(seed)
     rows = []

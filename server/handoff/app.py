@@ -19,7 +19,7 @@ import socketio
 from aiohttp import web
 from engineio.async_drivers import aiohttp as aiohttp_driver
 
-from copilot.protocol import MAX_FRAME_BYTES
+from copilot.live.protocol import MAX_FRAME_BYTES
 from handoff.background import running
 from handoff.clock import Clock, SystemClock
 from handoff.delivery import Delivery

@@ -12,7 +12,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from copilot.protocol import ERR_UNAUTHORIZED, ROLE_ADMIN, ROLE_AGENT, ROLE_BOT, ROLE_CUSTOMER
+from copilot.live.protocol import ERR_UNAUTHORIZED, ROLE_ADMIN, ROLE_AGENT, ROLE_BOT, ROLE_CUSTOMER
 from handoff.errors import HandoffError
 from handoff.store import Store
 

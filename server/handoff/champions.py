@@ -8,8 +8,9 @@ server's provider interface and lifecycle (warm at start, close at shutdown).
 
 from __future__ import annotations
 
-from copilot.context import Context
+from copilot.data.context import Context
 from copilot.serving.champions import ChampionSuggester
+from copilot.strategies.embeddings import EmbeddingCache
 from handoff.settings import Settings, SettingsError
 from handoff.suggestions import ProvidedSuggestions
 
@@ -37,8 +38,6 @@ def make_champion_provider(settings: Settings) -> ChampionProvider:
     """For ``HANDOFF_SUGGESTION_PROVIDER=handoff.champions:make_champion_provider`` (the default with a URI)."""
     if not settings.mlflow_tracking_uri:
         raise SettingsError("HANDOFF_MLFLOW_TRACKING_URI (or MLFLOW_TRACKING_URI) is needed to serve champions")
-    if settings.embedding_cache_dir:
-        from copilot.embeddings import set_default_cache_dir
-
-        set_default_cache_dir(settings.embedding_cache_dir)
-    return ChampionProvider(ChampionSuggester(settings.mlflow_tracking_uri, refresh_s=settings.champion_refresh_s))
+    cache = EmbeddingCache(settings.embedding_cache_dir) if settings.embedding_cache_dir else None
+    return ChampionProvider(ChampionSuggester(settings.mlflow_tracking_uri, refresh_s=settings.champion_refresh_s,
+                                              embedding_cache=cache))

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from copilot.protocol import (
+from copilot.live.protocol import (
     ERR_ALREADY_CLAIMED,
     ERR_CONFLICT,
     ERR_FORBIDDEN,

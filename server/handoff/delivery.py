@@ -19,7 +19,7 @@ from typing import Any
 
 import socketio
 
-from copilot.protocol import NAMESPACE, ROLE_AGENT, ROLE_CUSTOMER
+from copilot.live.protocol import NAMESPACE, ROLE_AGENT, ROLE_CUSTOMER
 from handoff.outcomes import (
     AgentSockets,
     Audience,

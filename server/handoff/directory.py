@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from copilot.protocol import (
+from copilot.live.protocol import (
     ERR_CONFLICT,
     ERR_FORBIDDEN,
     ERR_INVALID_PAYLOAD,

@@ -1,7 +1,7 @@
 """The one error type of the server: a protocol error code, a message for people, and optional extra fields.
 
 The service raises it; the Socket.IO namespace turns it into ``{"ok": false, "error": {...}}`` and the HTTP API
-into ``{"error": {...}}`` with the status of ``copilot.protocol.HTTP_STATUS``. A refused request changes nothing:
+into ``{"error": {...}}`` with the status of ``copilot.live.protocol.HTTP_STATUS``. A refused request changes nothing:
 every raise happens before a transaction commits, or rolls it back.
 """
 
@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from copilot.protocol import ERROR_CODES, HTTP_STATUS
+from copilot.live.protocol import ERROR_CODES, HTTP_STATUS
 
 
 class HandoffError(Exception):
     """A refused request.
 
     Args:
-        code: one of ``copilot.protocol.ERROR_CODES``.
+        code: one of ``copilot.live.protocol.ERROR_CODES``.
         message: what went wrong, for the person reading the client's log.
         extra: more fields for the error object (e.g. ``claimed_by`` for ``already_claimed``).
     """

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from copilot.protocol import (
+from copilot.live.protocol import (
     API_PREFIX,
     ERR_FORBIDDEN,
     ERR_INTERNAL,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from copilot.protocol import ERR_FORBIDDEN, ROLE_AGENT, ROLE_CUSTOMER
+from copilot.live.protocol import ERR_FORBIDDEN, ROLE_AGENT, ROLE_CUSTOMER
 from handoff import payloads as p
 from handoff.auth import Principal
 from handoff.errors import HandoffError

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from copilot.protocol import EV_STATUS, NOTICE_EXPECTED_WAIT, STATUS_WAITING, WEBHOOK_UNCLAIMED
+from copilot.live.protocol import EV_STATUS, NOTICE_EXPECTED_WAIT, STATUS_WAITING, WEBHOOK_UNCLAIMED
 from handoff.clock import Clock
 from handoff.metrics import HandoffMetrics
 from handoff.notify import EscalationNotice, Notifier

@@ -14,7 +14,7 @@ from typing import Any
 
 import socketio
 
-from copilot.protocol import (
+from copilot.live.protocol import (
     CLIENT_EVENTS,
     ERR_INTERNAL,
     ERR_INVALID_PAYLOAD,

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from copilot.protocol import EV_ESCALATION
+from copilot.live.protocol import EV_ESCALATION
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from copilot.protocol import ROLE_AGENT, ROLE_CUSTOMER
+from copilot.live.protocol import ROLE_AGENT, ROLE_CUSTOMER
 
 
 # Audiences: who receives a broadcast (mapped to rooms by handoff.delivery).

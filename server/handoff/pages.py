@@ -7,7 +7,7 @@ about conversations than the HTTP API and the /handoff namespace do.
 
 Credentials travel in the URL's fragment (``#token=...``), which browsers never send to a server, and the pages
 answer with ``Referrer-Policy: no-referrer`` and a Content-Security-Policy that allows only this origin. Links for a
-try-out come from ``copilot.links.pilot_links`` (re-exported here), so the workbench's demo can print them without
+try-out come from ``copilot.live.links.pilot_links`` (re-exported here), so the workbench's demo can print them without
 importing the server.
 """
 
@@ -18,8 +18,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from copilot.links import PilotLinks, pilot_links
-from copilot.protocol import CONSOLE_PATH, WIDGET_PATH
+from copilot.live.links import PilotLinks, pilot_links
+from copilot.live.protocol import CONSOLE_PATH, WIDGET_PATH
 
 __all__ = ["STATIC_DIR", "PilotLinks", "page_routes", "pilot_links", "static_headers"]
 

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from copilot.protocol import (
+from copilot.live.protocol import (
     CONVERSATION_ID_PATTERN,
     DEVICE_KINDS,
     ERR_INVALID_PAYLOAD,

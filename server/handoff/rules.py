@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from copilot.protocol import (
+from copilot.live.protocol import (
     ERR_FORBIDDEN,
     ERR_INTERNAL,
     ERR_NOT_FOUND,

@@ -1,7 +1,7 @@
 """The copilot sidebar: suggestions for the holding agent's next reply, computed in the background, stored with the
 seq they were computed for, offered only while still current, and what the agent did with them.
 
-The context comes from the stored events through ``copilot.context.context_from_events``, so it is exactly what
+The context comes from the stored events through ``copilot.data.context.context_from_events``, so it is exactly what
 offline evaluation sees. Chat never waits for a suggestion: a set that is ready after the conversation moved on is
 dropped.
 """
@@ -15,8 +15,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from copilot.context import context_from_events
-from copilot.protocol import ERR_FORBIDDEN, ERR_NOT_FOUND, EV_SUGGESTIONS, ROLE_AGENT
+from copilot.data.context import context_from_events
+from copilot.live.protocol import ERR_FORBIDDEN, ERR_NOT_FOUND, EV_SUGGESTIONS, ROLE_AGENT
 from handoff import payloads as p
 from handoff.auth import Principal
 from handoff.errors import HandoffError

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from copilot.protocol import (
+from copilot.live.protocol import (
     ERR_FORBIDDEN,
     ERR_INVALID_TRANSITION,
     ROLE_AGENT,

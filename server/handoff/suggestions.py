@@ -2,7 +2,7 @@
 
 The server calls :meth:`SuggestionProvider.suggest` on claim, on every customer message while the conversation is
 claimed, and after each message of the claiming agent, with the context built from the stored events by
-``copilot.context.context_from_events`` (the same function offline evaluation relies on). It never waits for the
+``copilot.data.context.context_from_events`` (the same function offline evaluation relies on). It never waits for the
 answer before relaying chat: the call runs in a background task, and an answer for a seq that is no longer the
 conversation's latest is dropped.
 
@@ -20,7 +20,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from copilot.context import Context, Suggestion
+from copilot.data.context import Context, Suggestion
 from handoff.settings import SettingsError
 
 if TYPE_CHECKING:

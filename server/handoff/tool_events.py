@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 
-from copilot.protocol import ERR_FORBIDDEN, ERR_NOT_FOUND, EV_TOOL_EVENT, KIND_TOOL, ROLE_AGENT, ROLE_BOT
+from copilot.live.protocol import ERR_FORBIDDEN, ERR_NOT_FOUND, EV_TOOL_EVENT, KIND_TOOL, ROLE_AGENT, ROLE_BOT
 from handoff import payloads as p
 from handoff.auth import Principal
 from handoff.clock import Clock

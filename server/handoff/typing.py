@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from copilot.protocol import ERR_FORBIDDEN, EV_TYPING, ROLE_AGENT, ROLE_CUSTOMER, TYPING_START, TYPING_STOP
+from copilot.live.protocol import ERR_FORBIDDEN, EV_TYPING, ROLE_AGENT, ROLE_CUSTOMER, TYPING_START, TYPING_STOP
 from handoff import payloads as p
 from handoff.auth import Principal
 from handoff.clock import Clock

@@ -1,4 +1,4 @@
-"""The ``copilot`` command line: everything the notebooks do, for scripts and CI (W10).
+"""The ``copilot`` command line: everything the notebooks do, for scripts and CI.
 
 Each subcommand parses its arguments and calls one library function; no logic lives here.
 Exit codes: 0 success, 1 failure while running, 2 bad input (arguments or data).
@@ -7,27 +7,35 @@ Exit codes: 0 success, 1 failure while running, 2 bad input (arguments or data).
 from __future__ import annotations
 
 import argparse
-import json
+import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from copilot.records import DatasetError
+from copilot._io import read_json, write_json
+from copilot.data.importers.generic import import_jsonl
+from copilot.data.importers.star import EscalationRule, download_star, import_star
+from copilot.data.records import Dataset, DatasetError, load_dataset, save_dataset
+from copilot.data.splits import dataset_stats, split_dataset, write_splits
+from copilot.demo import run_demo
+from copilot.evaluation.results import write_results
+from copilot.evaluation.runs import run
+from copilot.evaluation.tasks import Task, TaskError, load_task
+from copilot.evaluation.tuning import tune
+from copilot.live.replay import run_replay, select
+from copilot.live.replayer import ReplayConfig
 from copilot.registry import UnknownNameError
-from copilot.settings import Settings
-
-if TYPE_CHECKING:
-    from copilot.tracking import WorkbenchTracker
-from copilot.tasks import TaskError
+from copilot.report.report import load_table, write_report
+from copilot.serving.tracking import WorkbenchTracker, mlflow_ui_command
+from copilot.settings import Settings, find_project_root
+from copilot.strategies.embeddings import EmbeddingCache
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
 
 def _cmd_import_star(args: argparse.Namespace, settings: Settings) -> int:
-    from copilot.importers.star import EscalationRule, download_star, import_star
-    from copilot.records import save_dataset
-
     source = args.source
     if args.download:
         print(f"downloading the pinned STAR release into {args.download} ...", file=sys.stderr)
@@ -41,32 +49,24 @@ def _cmd_import_star(args: argparse.Namespace, settings: Settings) -> int:
     for line in report.lines():
         print(line)
     if args.report:
-        Path(args.report).write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+        write_json(args.report, report.as_dict(), default=None)
     print(f"wrote {report.imported} conversations of {report.chatbots} chatbots to {args.out}")
     return 0
 
 
 def _cmd_import_jsonl(args: argparse.Namespace, settings: Settings) -> int:
-    from copilot.importers.generic import import_jsonl
-
     dataset = import_jsonl(args.file, args.out)
     print(f"wrote {len(dataset.conversations)} conversations of {len(dataset.chatbots)} chatbots to {args.out}")
     return 0
 
 
 def _cmd_data_stats(args: argparse.Namespace, settings: Settings) -> int:
-    from copilot.data import dataset_stats
-    from copilot.records import load_dataset
-
     frame = dataset_stats(load_dataset(args.file))
     print(frame.to_json(orient="records", indent=2) if args.json else frame.to_string(index=False))
     return 0
 
 
 def _cmd_data_split(args: argparse.Namespace, settings: Settings) -> int:
-    from copilot.data import split_dataset, write_splits
-    from copilot.records import load_dataset
-
     try:
         fractions = tuple(float(x) for x in args.fractions.split(","))
     except ValueError:
@@ -78,11 +78,9 @@ def _cmd_data_split(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _task_data(args: argparse.Namespace, settings: Settings, task: object, names: tuple[str, str]) -> list[object]:
+def _task_data(args: argparse.Namespace, settings: Settings, task: Task,
+               names: tuple[str, str]) -> list[Dataset | str]:
     """The data files given on the command line, or the task's own data split with the task's seed."""
-    from copilot.tasks import Task
-
-    assert isinstance(task, Task)
     given = [getattr(args, n) for n in names]
     if all(g is not None for g in given):
         return given
@@ -92,9 +90,7 @@ def _task_data(args: argparse.Namespace, settings: Settings, task: object, names
     return [splits[n] for n in names]
 
 
-def _load_task(args: argparse.Namespace) -> object:
-    from copilot.tasks import load_task
-
+def _load_task(args: argparse.Namespace) -> Task:
     only = [s for s in args.only.split(",") if s] if args.only else None
     return load_task(args.task, only=only)
 
@@ -103,32 +99,24 @@ def _tracker(args: argparse.Namespace, settings: Settings) -> WorkbenchTracker |
     """The MLflow tracker when ``--track`` was given (store: ``--tracking-uri``, else the settings')."""
     if not getattr(args, "track", False):
         return None
-    from dataclasses import replace
-
-    from copilot.tracking import WorkbenchTracker
-
     uri = getattr(args, "tracking_uri", None)
     return WorkbenchTracker.from_settings(replace(settings, mlflow_tracking_uri=uri) if uri else settings)
 
 
 def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    from copilot.evaluation import run
-
     task = _load_task(args)
     train, test = _task_data(args, settings, task, ("train", "test"))
-    run(task, train=train, test=test, out_dir=args.out, tracker=_tracker(args, settings),  # type: ignore[arg-type]
-        progress=not args.quiet)
+    run(task, train=train, test=test, out_dir=args.out, tracker=_tracker(args, settings),
+        progress=not args.quiet, embedding_cache=EmbeddingCache(settings.cache_dir))
     print(f"wrote {Path(args.out) / 'summary.json'} and predictions.parquet")
     return 0
 
 
 def _cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
-    from copilot.tuning import tune
-
     task = _load_task(args)
     train, dev = _task_data(args, settings, task, ("train", "dev"))
-    result = tune(task, train=train, dev=dev, out_dir=args.out,  # type: ignore[arg-type]
-                  tracker=_tracker(args, settings), progress=not args.quiet)
+    result = tune(task, train=train, dev=dev, out_dir=args.out, tracker=_tracker(args, settings),
+                  progress=not args.quiet, embedding_cache=EmbeddingCache(settings.cache_dir))
     if args.write_task:
         path = result.write_task(args.write_task)
         print(f"wrote the tuned task {path}")
@@ -137,26 +125,22 @@ def _cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_results(args: argparse.Namespace, settings: Settings) -> int:
-    from copilot.results import write_results
-
     path = write_results(args.runs, args.out)
     print(f"wrote {path}")
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from copilot.demo import run_demo
-
     return run_demo(settings)
 
 
 def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    from copilot.records import load_dataset
-    from copilot.serving.export import export_champions, load_champions
+    from copilot.serving.export import export_champions, load_champions  # loads MLflow: only for this command
 
     champions = load_champions(args.tuning)
     uri = args.tracking_uri or settings.mlflow_tracking_uri
-    exported = export_champions(champions, load_dataset(args.train), uri, chatbots=args.chatbot or None)
+    exported = export_champions(champions, load_dataset(args.train), uri, chatbots=args.chatbot or None,
+                                embedding_cache=EmbeddingCache(settings.cache_dir))
     for e in exported:
         print(f"{e.name} v{e.version} @champion: {e.strategy}")
     print(f"exported {len(exported)} champions to {uri}")
@@ -164,11 +148,6 @@ def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
-    import os
-
-    from copilot.records import load_dataset
-    from copilot.replay import ReplayConfig, run_replay, select
-
     if (args.server is None) == (not args.start_server):
         print("copilot replay: give either --server URL or --start-server", file=sys.stderr)
         return 2
@@ -177,9 +156,9 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     config.speed_factor()  # refuses a malformed --speed before anything starts
     data = select(load_dataset(args.data), chatbot=args.chatbot, limit=args.limit)
     result = run_replay(data, args.out, server=args.server,
-                        admin_key=args.admin_key or os.environ.get("HANDOFF_ADMIN_KEY"),
+                        admin_key=args.admin_key or settings.handoff_admin_key,
                         tracking_uri=args.tracking_uri or settings.mlflow_tracking_uri, config=config,
-                        embedding_cache_dir=settings.cache_dir,
+                        embedding_cache_dir=settings.cache_dir, server_log_level=settings.replay_server_log_level,
                         progress=not args.quiet)
     report = result.handoff
     print(f"replayed {report['completed']}/{report['conversations']} conversations "
@@ -188,24 +167,21 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     tracker = _tracker(args, settings)
     summary_path = Path(args.out) / "summary.json"
     if tracker is not None and summary_path.exists():
-        tracker.log_evaluation(result.turns, json.loads(summary_path.read_text()), {},
+        tracker.log_evaluation(result.turns, read_json(summary_path), {},
                                data_path=args.data if args.limit is None and args.chatbot is None else None,
                                stage="replay")
     return 0 if not report["errors"] else 1
 
 
 def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
-    from copilot.report import load_table, write_report
-    from copilot.settings import find_project_root
-
     sources = {name: path for name, path in (("summary", args.summary), ("predictions", args.predictions),
                                              ("handoff", args.handoff), ("replay turns", args.replay_turns),
                                              ("champions vs global", args.champions_vs_global)) if path}
     path = write_report(
         args.out if args.out is not None else find_project_root() / "reports",
-        summary=json.loads(Path(args.summary).read_text()) if args.summary else {},
+        summary=read_json(args.summary) if args.summary else {},
         predictions=load_table(args.predictions) if args.predictions else None,
-        handoff=json.loads(Path(args.handoff).read_text()) if args.handoff else None,
+        handoff=read_json(args.handoff) if args.handoff else None,
         replay_turns=load_table(args.replay_turns) if args.replay_turns else None,
         champions_vs_global=load_table(args.champions_vs_global) if args.champions_vs_global else None,
         title=args.title,
@@ -216,11 +192,6 @@ def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_mlflow_ui(args: argparse.Namespace, settings: Settings) -> int:
-    import os
-    import shlex
-
-    from copilot.tracking import mlflow_ui_command
-
     try:
         command = mlflow_ui_command(settings, host=args.host, port=args.port)
     except ValueError as exc:
@@ -310,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--tracking-uri", help="MLflow store for --track (default: $MLFLOW_TRACKING_URI, "
                           "else ./mlflow.db)")
     evaluate.set_defaults(handler=_cmd_evaluate)
-    tune_cmd = sub.add_parser("tune", help="search each strategy's grid per chatbot on dev; pick champions (W5)")
+    tune_cmd = sub.add_parser("tune", help="search each strategy's grid per chatbot on dev; a challenger becomes a "
+                              "chatbot's champion only if its paired interval on dev excludes 0")
     tune_cmd.add_argument("task", help="an evaluation task file (evals/*.yaml)")
     tune_cmd.add_argument("--train", help="training dataset (default: the task's data and split)")
     tune_cmd.add_argument("--dev", help="development dataset (default: the task's data and split)")
@@ -351,9 +323,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings.from_env()
-    from copilot.embeddings import set_default_cache_dir
-
-    set_default_cache_dir(settings.cache_dir)
     try:
         return int(args.handler(args, settings))
     except (TaskError, UnknownNameError) as exc:

@@ -10,15 +10,15 @@ local MiniLM model; no network.
 
 from __future__ import annotations
 
-import json
 import shlex
 import time
 from collections.abc import Callable
 from typing import Any
 
 from copilot import pipeline
+from copilot._io import read_json, write_json
+from copilot.serving.tracking import WorkbenchTracker, is_server, mlflow_ui_command
 from copilot.settings import Settings
-from copilot.tracking import WorkbenchTracker, is_server, mlflow_ui_command
 
 
 def _scores(summary: dict[str, Any], strategy: str) -> str:
@@ -43,12 +43,12 @@ def run_demo(settings: Settings, say: Callable[[str], None] = print, replay_limi
 
     ws = stage("data", lambda: pipeline.prepare(settings, say))
     tracker = WorkbenchTracker.from_settings(settings)
-    tuning = stage("tune", lambda: pipeline.tune_stage(ws, tracker, say=say))
-    summary = stage("evaluate", lambda: pipeline.evaluate_stage(ws, tracker, say=say))
+    tuning = stage("tune", lambda: pipeline.tune_stage(ws, tracker))
+    summary = stage("evaluate", lambda: pipeline.evaluate_stage(ws, tracker))
     exported = stage("export", lambda: pipeline.export_stage(ws, settings, say))
     replay = stage("replay", lambda: pipeline.replay_stage(ws, settings, tracker, limit=replay_limit, say=say))
     report = stage("report", lambda: pipeline.report_stage(ws, settings))
-    replay_summary = json.loads((ws.replay_dir / "summary.json").read_text())
+    replay_summary = read_json(ws.replay_dir / "summary.json")
     served = next(iter(replay_summary.get("overall", {})), None)
     result = {
         "data": ws.name, "workspace": str(ws.root), "wall_time_s": round(time.perf_counter() - started, 1),
@@ -60,7 +60,7 @@ def run_demo(settings: Settings, say: Callable[[str], None] = print, replay_limi
                    "summary": replay_summary.get("overall", {}).get(served) if served else None},
         "report": str(report), "mlflow_tracking_uri": settings.mlflow_tracking_uri,
     }
-    (ws.root / "demo.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    write_json(ws.root / "demo.json", result)
     say("\n== done in {:.0f} s".format(result["wall_time_s"]))
     say(f"champions on the {ws.name} test split (offline): {_scores(summary, 'champions')}")
     if served:

@@ -12,29 +12,35 @@ names, so each stage finds what the previous one wrote:
 | replay | :func:`replay_stage` | ``replay/turns.parquet``, ``replay/handoff.json``, ``replay/summary.json`` |
 | report | :func:`report_stage` | ``<reports dir>/index.html`` |
 
-Every stage that scores something logs it to MLflow when given a tracker (:class:`copilot.tracking.WorkbenchTracker`).
+Every stage that scores something logs it to MLflow when given a tracker
+(:class:`copilot.serving.tracking.WorkbenchTracker`).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from copilot.data import SPLITS, split_dataset, write_splits
-from copilot.records import Dataset, load_dataset, save_dataset
+from copilot._io import read_json, write_json
+from copilot.data.importers.star import import_star
+from copilot.data.records import Dataset, load_dataset, save_dataset
+from copilot.data.splits import SPLITS, split_dataset, write_splits
+from copilot.evaluation.runs import CHAMPIONS, GLOBAL, run
+from copilot.evaluation.tasks import Task, load_task
+from copilot.evaluation.tuning import TuningResult, tune
+from copilot.live.replay import ReplayResult, run_replay, select
+from copilot.live.replayer import ReplayConfig
+from copilot.report.report import write_report
+from copilot.serving.tracking import WorkbenchTracker
 from copilot.settings import Settings, find_project_root
+from copilot.strategies.embeddings import EmbeddingCache
 
 if TYPE_CHECKING:
-    from copilot.replay import ReplayResult
     from copilot.serving.export import ExportedModel
-    from copilot.tasks import Task
-    from copilot.tracking import WorkbenchTracker
-    from copilot.tuning import TuningResult
 
 Say = Callable[[str], None]
 FINAL_TRAIN = "train+dev"
@@ -42,11 +48,13 @@ FINAL_TRAIN = "train+dev"
 
 @dataclass(frozen=True)
 class Workspace:
-    """One dataset's generated files. ``name`` is ``star`` or ``sample``; ``task_path`` its evaluation task."""
+    """One dataset's generated files. ``name`` is ``star`` or ``sample``; ``task_path`` its evaluation task;
+    ``embedding_cache`` the sentence vectors every stage's strategies share (``Settings.cache_dir``)."""
 
     name: str
     root: Path
     task_path: Path
+    embedding_cache: EmbeddingCache | None = field(default=None, compare=False, repr=False)
 
     @property
     def data(self) -> Path:
@@ -76,8 +84,6 @@ class Workspace:
         return self.root / "export.json"
 
     def task(self, tuned: bool = False) -> Task:
-        from copilot.tasks import load_task
-
         return load_task(self.tuned_task if tuned else self.task_path)
 
     def dataset(self, split: str | None = None) -> Dataset:
@@ -85,14 +91,11 @@ class Workspace:
 
 
 def workspace(settings: Settings) -> Workspace:
-    """STAR's workspace when ``COPILOT_STAR_DIR`` is set, else the sample's. Also points the embedding cache at
-    ``settings.cache_dir`` for this process (notebooks start here)."""
-    from copilot.embeddings import set_default_cache_dir
-
-    set_default_cache_dir(settings.cache_dir)
+    """STAR's workspace when ``COPILOT_STAR_DIR`` is set, else the sample's, with the embedding cache of
+    ``settings.cache_dir`` (notebooks start here)."""
     evals = find_project_root() / "evals"
     name = "star" if settings.star_dir is not None else "sample"
-    return Workspace(name, settings.work_dir / name, evals / f"{name}.yaml")
+    return Workspace(name, settings.work_dir / name, evals / f"{name}.yaml", EmbeddingCache(settings.cache_dir))
 
 
 def prepare(settings: Settings, say: Say = print) -> Workspace:
@@ -101,11 +104,9 @@ def prepare(settings: Settings, say: Say = print) -> Workspace:
     ws = workspace(settings)
     ws.root.mkdir(parents=True, exist_ok=True)
     if settings.star_dir is not None:
-        from copilot.importers.star import import_star
-
         say(f"importing STAR from {settings.star_dir} ...")
         dataset, report = import_star(settings.star_dir)
-        (ws.root / "import.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+        write_json(ws.root / "import.json", report.as_dict(), default=None)
         for line in report.lines():
             say(f"  {line}")
     else:
@@ -122,55 +123,49 @@ def prepare(settings: Settings, say: Say = print) -> Workspace:
     return ws
 
 
-def tune_stage(ws: Workspace, tracker: WorkbenchTracker | None = None, progress: bool = True,
-               say: Say = print) -> TuningResult:
-    """Search every strategy's settings per chatbot on train/dev, pick champions by the W5 rule, write the tuned
+def tune_stage(ws: Workspace, tracker: WorkbenchTracker | None = None, progress: bool = True) -> TuningResult:
+    """Search every strategy's settings per chatbot on train/dev, pick champions (a challenger replaces the
+    global strategy only if its paired interval on dev excludes 0), write the tuned
     task (the task plus ``champions:`` and ``global:``), and log every candidate to MLflow."""
-    from copilot.tuning import tune
-
     result = tune(ws.task(), train=ws.split("train"), dev=ws.split("dev"), out_dir=ws.tune_dir, tracker=tracker,
-                  progress=progress)
+                  progress=progress, embedding_cache=ws.embedding_cache)
     result.write_task(ws.tuned_task)
     return result
 
 
-def evaluate_stage(ws: Workspace, tracker: WorkbenchTracker | None = None, progress: bool = True,
-                   say: Say = print) -> dict[str, Any]:
+def evaluate_stage(ws: Workspace, tracker: WorkbenchTracker | None = None, progress: bool = True
+                   ) -> dict[str, Any]:
     """Fit on train+dev (the settings were chosen on dev), score on test: every strategy of the tuned task, the
     global strategy and the champions."""
-    from copilot.evaluation import run
-
     return run(ws.task(tuned=True), train=ws.split(FINAL_TRAIN), test=ws.split("test"), out_dir=ws.evaluate_dir,
-               tracker=tracker, progress=progress)
+               tracker=tracker, progress=progress, embedding_cache=ws.embedding_cache)
 
 
 def export_stage(ws: Workspace, settings: Settings, say: Say = print) -> list[ExportedModel]:
     """Fit each chatbot's champion on train+dev exactly as the evaluation did and register it as
     ``copilot-<chatbot>`` with the alias ``champion``."""
-    from copilot.serving.export import export_champions, load_champions
+    from copilot.serving.export import export_champions, load_champions  # loads MLflow: only for this stage
 
     champions = load_champions(ws.tune_dir / "tuning.json")
     say(f"exporting {len(champions)} champions to {settings.mlflow_tracking_uri} ...")
-    exported = export_champions(champions, ws.dataset(FINAL_TRAIN), settings.mlflow_tracking_uri)
-    ws.export_file.write_text(json.dumps(
-        [{"chatbot": e.chatbot, "model": e.name, "version": e.version, "strategy": e.strategy, "run_id": e.run_id}
-         for e in exported], indent=2) + "\n")
+    exported = export_champions(champions, ws.dataset(FINAL_TRAIN), settings.mlflow_tracking_uri,
+                                embedding_cache=ws.embedding_cache)
+    write_json(ws.export_file, [{"chatbot": e.chatbot, "model": e.name, "version": e.version, "strategy": e.strategy,
+                                 "run_id": e.run_id} for e in exported], default=None)
     return exported
 
 
 def replay_stage(ws: Workspace, settings: Settings, tracker: WorkbenchTracker | None = None,
                  limit: int | None = None, progress: bool = True, say: Say = print) -> ReplayResult:
     """Replay the test split through a started ``handoff serve`` that serves the exported champions."""
-    from copilot.replay import ReplayConfig, run_replay, select
-
     data = select(ws.dataset("test"), limit=limit)
     say(f"replaying {len(data.conversations)} test conversations through a started handoff server ...")
     result = run_replay(data, ws.replay_dir, tracking_uri=settings.mlflow_tracking_uri,
                         config=ReplayConfig(concurrency=8, agents=3), progress=progress,
-                        embedding_cache_dir=settings.cache_dir)
+                        embedding_cache_dir=settings.cache_dir, server_log_level=settings.replay_server_log_level)
     summary_path = ws.replay_dir / "summary.json"
     if tracker is not None and summary_path.exists():
-        tracker.log_evaluation(result.turns, json.loads(summary_path.read_text()), {},
+        tracker.log_evaluation(result.turns, read_json(summary_path), {},
                                data_path=ws.split("test") if limit is None else None, stage="replay")
     return result
 
@@ -178,8 +173,6 @@ def replay_stage(ws: Workspace, settings: Settings, tracker: WorkbenchTracker | 
 def champions_vs_global(summary: Mapping[str, Any], tuning: Mapping[str, Any], metric: str = "recall@1"
                         ) -> pd.DataFrame:
     """Per chatbot on the test split: its champion against the global strategy (both fitted on train+dev)."""
-    from copilot.evaluation import CHAMPIONS, GLOBAL
-
     global_id = GLOBAL
     rows = []
     for bot, scores in sorted(summary.get("per_chatbot", {}).items()):
@@ -198,17 +191,15 @@ def champions_vs_global(summary: Mapping[str, Any], tuning: Mapping[str, Any], m
 
 def report_stage(ws: Workspace, settings: Settings) -> Path:
     """The HTML report from what the other stages wrote (missing parts are said so on the page)."""
-    from copilot.report import write_report
-
-    summary = json.loads((ws.evaluate_dir / "summary.json").read_text())
-    tuning = json.loads((ws.tune_dir / "tuning.json").read_text())
+    summary = read_json(ws.evaluate_dir / "summary.json")
+    tuning = read_json(ws.tune_dir / "tuning.json")
     handoff_path = ws.replay_dir / "handoff.json"
     turns_path = ws.replay_dir / "turns.parquet"
     return write_report(
         settings.reports_dir,
         summary=summary,
         predictions=pd.read_parquet(ws.evaluate_dir / "predictions.parquet"),
-        handoff=json.loads(handoff_path.read_text()) if handoff_path.exists() else None,
+        handoff=read_json(handoff_path) if handoff_path.exists() else None,
         replay_turns=pd.read_parquet(turns_path) if turns_path.exists() else None,
         champions_vs_global=champions_vs_global(summary, tuning),
         title=f"Copilot report: {ws.name}",

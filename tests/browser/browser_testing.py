@@ -12,8 +12,8 @@ import socketio
 from handoff.suggestions import ProvidedSuggestions
 from handoff_testing import WAIT_S, Bot, Server
 
-from copilot.context import Context, Suggestion
-from copilot.protocol import NAMESPACE
+from copilot.data.context import Context, Suggestion
+from copilot.live.protocol import NAMESPACE
 
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 800}

@@ -16,7 +16,7 @@ from browser_testing import PHONE, CannedRepliesTestProvider, Opened, ScriptedBo
 from handoff_testing import StartServer, parts
 from playwright.async_api import expect
 
-from copilot.links import pilot_links
+from copilot.live.links import pilot_links
 
 pytestmark = pytest.mark.browser
 expect.set_options(timeout=10_000)  # the machine is shared; a failing wait means the page never got there

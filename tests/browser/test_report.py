@@ -11,7 +11,7 @@ from browser_testing import PHONE, open_page, shot
 from playwright.async_api import expect
 from workbench_testing import HANDOFF, Evaluation, champions_vs_global
 
-from copilot.report import SECTIONS, write_report
+from copilot.report.report import SECTIONS, write_report
 
 pytestmark = pytest.mark.browser
 

@@ -7,8 +7,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
-import subprocess
 import sys
 import time
 import uuid
@@ -24,8 +22,10 @@ from handoff.settings import Settings
 from handoff.suggestions import ProvidedSuggestions
 from local_http import serve_app
 
-from copilot.context import Context, Suggestion
-from copilot.protocol import API_PREFIX, NAMESPACE
+from copilot.data.context import Context, Suggestion
+from copilot.live.protocol import API_PREFIX, NAMESPACE
+from copilot.processes import ServerProcess as ServeProcess
+from copilot.processes import start_url_process
 
 POSTGRES_ADMIN_URL = os.environ.get("HANDOFF_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 ADMIN_KEY = "test-admin-key-0123456789abcdef"
@@ -249,31 +249,6 @@ def parts(server: Server) -> Any:
     return server.app[PARTS]
 
 
-@dataclass
-class ServeProcess:
-    """A real ``handoff serve`` subprocess."""
-
-    proc: subprocess.Popen[str]
-    url: str
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs (what a crash or an OOM kill does)."""
-        self.proc.kill()
-        self.proc.wait(timeout=WAIT_S)
-        self._close_pipe()
-
-    def stop(self) -> int:
-        """SIGTERM: the server stops cleanly; returns its exit code."""
-        self.proc.terminate()
-        code = self.proc.wait(timeout=WAIT_S)
-        self._close_pipe()
-        return code
-
-    def _close_pipe(self) -> None:
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-
 def serve_process(database_url: str, *args: str, env: dict[str, str] | None = None,
                   python: str = sys.executable) -> ServeProcess:
     """Start ``python -m handoff serve --port 0`` (with ``python``: another environment's) and wait for the line
@@ -282,15 +257,8 @@ def serve_process(database_url: str, *args: str, env: dict[str, str] | None = No
     full_env.update({"HANDOFF_DATABASE_URL": database_url, "HANDOFF_ADMIN_KEY": ADMIN_KEY,
                      "HANDOFF_LOG_LEVEL": os.environ.get("HANDOFF_TEST_SERVER_LOG_LEVEL", "WARNING")})
     full_env.update(env or {})
-    proc = subprocess.Popen([python, "-m", "handoff", "serve", "--host", "127.0.0.1", "--port", "0", *args],
-                            stdout=subprocess.PIPE, text=True, env=full_env)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    match = re.search(r"http://127\.0\.0\.1:\d+", line)
-    if match is None:
-        proc.kill()
-        raise AssertionError(f"handoff serve did not start: {line!r} (exit {proc.wait()})")
-    return ServeProcess(proc, match.group(0))
+    return start_url_process([python, "-m", "handoff", "serve", "--host", "127.0.0.1", "--port", "0", *args],
+                             env=full_env)
 
 
 class WebhookReceiver:

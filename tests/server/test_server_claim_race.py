@@ -12,7 +12,7 @@ from handoff.states import Status
 from handoff.store import Tx, open_store
 from handoff_testing import Server, uid
 
-from copilot.protocol import ERR_ALREADY_CLAIMED, EV_CLAIMED, EV_ESCALATION
+from copilot.live.protocol import ERR_ALREADY_CLAIMED, EV_CLAIMED, EV_ESCALATION
 
 AGENTS = 50
 ROUNDS = 100

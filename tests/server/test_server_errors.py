@@ -11,7 +11,7 @@ import pytest
 import socketio
 from handoff_testing import ADMIN_KEY, Client, Server, StartServer
 
-from copilot.protocol import (
+from copilot.live.protocol import (
     ERR_ALREADY_CLAIMED,
     ERR_CONFLICT,
     ERR_FORBIDDEN,

@@ -23,7 +23,7 @@ from handoff.store import open_store
 from handoff_testing import ADMIN_KEY, Bot, Server, StartServer, WebhookReceiver, parts, serve_process
 from push_testing import LocalPushService
 
-from copilot.protocol import EV_ESCALATION, EV_STATUS
+from copilot.live.protocol import EV_ESCALATION, EV_STATUS
 
 
 @pytest.fixture

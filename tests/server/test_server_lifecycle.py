@@ -14,7 +14,7 @@ import pytest
 from handoff.clock import ManualClock
 from handoff_testing import Server, StartServer, WebhookReceiver, parts
 
-from copilot.protocol import (
+from copilot.live.protocol import (
     ERR_FORBIDDEN,
     ERR_INVALID_TRANSITION,
     EV_CLAIMED,

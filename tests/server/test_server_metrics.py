@@ -9,7 +9,7 @@ from handoff_testing import Server, StartServer
 from prometheus_client.parser import text_string_to_metric_families
 from push_testing import LocalPushService
 
-from copilot.protocol import EV_ESCALATION, EV_MESSAGE
+from copilot.live.protocol import EV_ESCALATION, EV_MESSAGE
 
 
 async def scrape(server: Server, token: str | None = None) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

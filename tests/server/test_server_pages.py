@@ -14,7 +14,7 @@ import pytest
 from handoff.pages import STATIC_DIR
 from handoff_testing import GatedTestProvider, Server, StartServer
 
-from copilot.protocol import ERR_FORBIDDEN, ERR_INVALID_TRANSITION, ERR_NOT_FOUND, EV_SUGGESTIONS
+from copilot.live.protocol import ERR_FORBIDDEN, ERR_INVALID_TRANSITION, ERR_NOT_FOUND, EV_SUGGESTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 

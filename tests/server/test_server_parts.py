@@ -1,5 +1,5 @@
 """The server's parts on their own: the state machine table, typing and rate-limit bookkeeping, settings, the pilot
-file, the migrations against the schema, the command line, and docs/protocol.md against copilot.protocol."""
+file, the migrations against the schema, the command line, and docs/protocol.md against copilot.live.protocol."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from handoff.typing import TypingTracker
 from handoff_testing import ADMIN_KEY, Server, serve_process
 from sqlalchemy.engine import Connection
 
-from copilot import protocol
+from copilot.live import protocol
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_PILOT = ROOT / "server" / "pilot.example.toml"

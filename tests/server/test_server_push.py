@@ -21,7 +21,7 @@ from handoff.settings import Settings, SettingsError
 from handoff_testing import Agent, Server, StartServer, parts
 from push_testing import BrowserSubscription, LocalApns, LocalFcm, LocalPushService, b64d, decrypt_aes128gcm
 
-from copilot.protocol import EV_ESCALATION
+from copilot.live.protocol import EV_ESCALATION
 
 
 @pytest.fixture

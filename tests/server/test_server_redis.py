@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from handoff_testing import ServeProcess, Server, serve_process
 
-from copilot.protocol import ERR_ALREADY_CLAIMED, EV_CLAIMED, EV_ESCALATION, EV_MESSAGE
+from copilot.live.protocol import ERR_ALREADY_CLAIMED, EV_CLAIMED, EV_ESCALATION, EV_MESSAGE
 
 REDIS_URL = os.environ.get("HANDOFF_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 AGENTS = 50

@@ -14,7 +14,7 @@ import pytest
 import socketio
 from handoff_testing import Server, WebhookReceiver, serve_process
 
-from copilot.protocol import EV_MESSAGE
+from copilot.live.protocol import EV_MESSAGE
 
 
 @pytest.fixture

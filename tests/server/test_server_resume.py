@@ -7,7 +7,7 @@ import asyncio
 
 from handoff_testing import Agent, Bot, Server, parts
 
-from copilot.protocol import EV_MESSAGE
+from copilot.live.protocol import EV_MESSAGE
 
 
 async def claimed_conversation(server: Server) -> tuple[str, str, Agent, Bot]:

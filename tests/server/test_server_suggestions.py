@@ -14,8 +14,8 @@ from handoff.outcomes import SuggestionRequest
 from handoff.settings import Settings, SettingsError
 from handoff_testing import ContextEchoTestProvider, GatedTestProvider, StartServer, parts
 
-from copilot.context import context_from_events
-from copilot.protocol import ERR_FORBIDDEN, ERR_NOT_FOUND, EV_MESSAGE, EV_SUGGESTIONS
+from copilot.data.context import context_from_events
+from copilot.live.protocol import ERR_FORBIDDEN, ERR_NOT_FOUND, EV_MESSAGE, EV_SUGGESTIONS
 
 
 def described_context(suggestions: dict) -> dict:

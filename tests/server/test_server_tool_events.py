@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from handoff_testing import ContextEchoTestProvider, Server, StartServer, parts
 
-from copilot.protocol import (
+from copilot.live.protocol import (
     ERR_FORBIDDEN,
     ERR_INVALID_PAYLOAD,
     ERR_INVALID_TRANSITION,

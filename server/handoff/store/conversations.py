@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, insert, select, update
 
-from copilot.protocol import KIND_CLAIMED, KIND_ESCALATED, KIND_MESSAGE, KIND_TOOL
+from copilot.live.protocol import KIND_CLAIMED, KIND_ESCALATED, KIND_MESSAGE, KIND_TOOL
 from handoff.states import Status
 from handoff.store.directory import Repository
 from handoff.store.execute import (

@@ -1,4 +1,5 @@
-"""Export of tuned strategies to the MLflow model registry and their serving (W7, B6).
+"""Export of tuned strategies to the MLflow model registry and their serving to the live
+server's copilot sidebar.
 
 - :mod:`copilot.serving.export`: a fitted strategy as an MLflow pyfunc model, registered as ``copilot-<chatbot>``
   with the alias ``champion``.

@@ -1,4 +1,5 @@
-"""Serving each chatbot's champion (B6, W7): ``models:/copilot-<chatbot>@champion`` from an MLflow registry.
+"""Serving each chatbot's champion to the server's suggestions: ``models:/copilot-<chatbot>@champion`` from an
+MLflow registry.
 
 :class:`ChampionSuggester` answers suggestions for any chatbot from the model version its ``champion`` alias points
 at. It never blocks the event loop that calls it: registry queries and model loading run in one worker thread,
@@ -23,7 +24,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from copilot.context import Context, ContextTurn, Suggestion
+from mlflow import MlflowClient
+
+from copilot.data.context import Context, ContextTurn, Suggestion
 from copilot.serving.export import (
     CHAMPION_ALIAS,
     MODEL_PREFIX,
@@ -34,6 +37,7 @@ from copilot.serving.export import (
     resolve_alias,
 )
 from copilot.strategies.base import Strategy
+from copilot.strategies.embeddings import EmbeddingCache
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -89,12 +93,16 @@ class ChampionSuggester:
         tracking_uri: the MLflow tracking and registry store.
         refresh_s: how long a resolved alias (or its absence) is trusted before the registry is asked again.
         alias: the alias to serve (``champion``).
+        embedding_cache: where champions that embed text find and keep their sentence vectors (the workbench's
+            cache: served and offline scores then agree exactly); None keeps them in memory.
     """
 
-    def __init__(self, tracking_uri: str, *, refresh_s: float = 30.0, alias: str = CHAMPION_ALIAS) -> None:
+    def __init__(self, tracking_uri: str, *, refresh_s: float = 30.0, alias: str = CHAMPION_ALIAS,
+                 embedding_cache: EmbeddingCache | None = None) -> None:
         self.tracking_uri = tracking_uri
         self.refresh_s = refresh_s
         self.alias = alias
+        self.embedding_cache = embedding_cache
         self._client: Any = None
         self._registry = ThreadPoolExecutor(1, thread_name_prefix="champion-registry")
         self._predict = ThreadPoolExecutor(1, thread_name_prefix="champion-predict")
@@ -112,8 +120,6 @@ class ChampionSuggester:
 
     def _mlflow(self) -> Any:
         if self._client is None:
-            from mlflow import MlflowClient
-
             self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         return self._client
 
@@ -165,6 +171,8 @@ class ChampionSuggester:
             self._by_source[source] = model
         python_model = model.unwrap_python_model()
         fitted = python_model.strategy if isinstance(python_model, StrategyModel) else None
+        if fitted is not None:
+            fitted.use_embedding_cache(self.embedding_cache)
         strategy = fitted.describe() if fitted is not None else model_name(chatbot)
         log.info("loaded %s v%d: %s", model_name(chatbot), version, strategy)
         return _Loaded(version, model, f"{strategy}@v{version}", fitted)

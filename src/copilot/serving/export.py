@@ -1,7 +1,7 @@
 """A fitted strategy as an MLflow 3 pyfunc model, registered as ``copilot-<chatbot>`` with the alias ``champion``.
 
 The model's only artifact is the pickled fitted strategy. Its input is a one-column table ``context``: each row a
-JSON text ``{"chatbot": ..., "turns": [{"role", "text", "label"}]}`` (the :class:`copilot.context.Context` the
+JSON text ``{"chatbot": ..., "turns": [{"role", "text", "label"}]}`` (the :class:`copilot.data.context.Context` the
 live server builds); the parameter ``k`` (default 5) caps the suggestions. Its output is one JSON text per row: a
 list of ``{"text", "score", "label"}``, best first. Plain strings in and out give a signature that MLflow enforces
 without warnings and that any MLflow client (REST serving included) can call.
@@ -20,17 +20,28 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
-from copilot.context import Context, ContextTurn, Suggestion
-from copilot.records import Dataset
+from copilot._io import read_json
+from copilot.data.context import Context, ContextTurn, Suggestion
+from copilot.data.records import Dataset
+from copilot.serving.tracking import MlflowTracker, experiment_name
 from copilot.strategies.base import Strategy, make_strategy
-from copilot.tracking import MlflowTracker, experiment_name
+from copilot.strategies.embeddings import EmbeddingCache
 
-if TYPE_CHECKING:
+with warnings.catch_warnings():
+    # MLflow 3 infers schemas for its bundled agent types while mlflow.pyfunc loads, warning as it goes, which would
+    # fail a program or test that treats warnings as errors.
+    warnings.simplefilter("ignore")
+    import mlflow.pyfunc
     from mlflow import MlflowClient
+    from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import ModelSignature
+    from mlflow.pyfunc import PythonModel
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 CHAMPION_ALIAS = "champion"
 MODEL_PREFIX = "copilot-"
@@ -67,21 +78,7 @@ def suggestions_from_json(value: str) -> list[Suggestion]:
     return [Suggestion(d["text"], float(d["score"]), d.get("label")) for d in json.loads(value)]
 
 
-def import_pyfunc() -> Any:
-    """``mlflow.pyfunc``, imported without the warnings MLflow's own modules raise at import time (MLflow 3 infers
-    schemas for its bundled agent types there), which would fail a program or test that treats warnings as errors."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import mlflow.pyfunc
-    return mlflow.pyfunc
-
-
-def _python_model_base() -> type:
-    base: type = import_pyfunc().PythonModel
-    return base
-
-
-class StrategyModel(_python_model_base()):  # type: ignore[misc]
+class StrategyModel(PythonModel):
     """The pyfunc wrapper: loads the pickled fitted strategy and answers ``predict`` with its suggestions."""
 
     def load_context(self, context: Any) -> None:
@@ -94,10 +91,7 @@ class StrategyModel(_python_model_base()):  # type: ignore[misc]
         return [suggestions_to_json(items) for items in self.strategy.suggest_many(contexts, k)]
 
 
-def _signature() -> Any:
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
-
+def _signature() -> ModelSignature:
     return ModelSignature(inputs=Schema([ColSpec("string", "context")]), outputs=Schema([ColSpec("string")]),
                           params=ParamSchema([ParamSpec("k", "long", DEFAULT_K)]))
 
@@ -168,7 +162,6 @@ def log_strategy_model(strategy: Strategy, tracking_uri: str, *, client: MlflowC
                        experiment: str, tags: Mapping[str, str] | None = None) -> LoggedModel:
     """Save the fitted ``strategy`` as a pyfunc model (models from code, the pickled strategy its one artifact)
     into a new run of ``experiment``."""
-    pyfunc = import_pyfunc()
     tracker = MlflowTracker(tracking_uri)
     client = client or tracker.client
     run = client.create_run(tracker.experiment_id(experiment), run_name=f"export {strategy.name}",
@@ -180,7 +173,7 @@ def log_strategy_model(strategy: Strategy, tracking_uri: str, *, client: MlflowC
             with open(pickled, "wb") as fh:
                 pickle.dump(strategy, fh, protocol=pickle.HIGHEST_PROTOCOL)
             model_dir = Path(tmp) / "model"
-            pyfunc.save_model(str(model_dir), python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+            mlflow.pyfunc.save_model(str(model_dir), python_model=str(Path(__file__).with_name("pyfunc_model.py")),
                               artifacts={STRATEGY_ARTIFACT: str(pickled)}, signature=_signature(),
                               input_example=_input_example(), pip_requirements=[])
             client.log_artifacts(run_id, str(model_dir), artifact_path="model")
@@ -195,8 +188,6 @@ def log_strategy_model(strategy: Strategy, tracking_uri: str, *, client: MlflowC
 def register_version(client: MlflowClient, name: str, logged: LoggedModel, *, alias: str | None = CHAMPION_ALIAS,
                      tags: Mapping[str, str] | None = None, description: str = "") -> int:
     """A new version of registered model ``name`` pointing at ``logged``; ``alias`` moved to it. Returns it."""
-    from mlflow.exceptions import MlflowException
-
     try:
         client.create_registered_model(name, description=description)
     except MlflowException as exc:
@@ -210,17 +201,13 @@ def register_version(client: MlflowClient, name: str, logged: LoggedModel, *, al
 
 def load_model_version(client: MlflowClient, tracking_uri: str, name: str, version: int | str) -> Any:
     """Download a registered model version's files and load it as a pyfunc model (no global MLflow state)."""
-    from mlflow.artifacts import download_artifacts
-
     mv = client.get_model_version(name, str(version))
     local = download_artifacts(artifact_uri=str(mv.source), tracking_uri=tracking_uri)
-    return import_pyfunc().load_model(local)
+    return mlflow.pyfunc.load_model(local)
 
 
 def resolve_alias(client: MlflowClient, chatbot: str, alias: str = CHAMPION_ALIAS) -> int | None:
     """The version ``alias`` points at for ``copilot-<chatbot>``, or None (no such model or alias)."""
-    from mlflow.exceptions import MlflowException
-
     try:
         return int(client.get_model_version_by_alias(model_name(chatbot), alias).version)
     except MlflowException as exc:
@@ -244,9 +231,10 @@ def load_champions(path: str | Path) -> dict[str, dict[str, Any]]:
     """Per chatbot ``{strategy, params}`` from a tuning result.
 
     Accepts ``copilot tune``'s ``tuning.json`` (``{"per_chatbot": {bot: {"champion": {"strategy", "params",
-    ...}}}, ...}``, :mod:`copilot.tuning`) and a plain mapping ``{bot: {"strategy": name, "params": {...}}}``.
+    ...}}}, ...}``, :mod:`copilot.evaluation.tuning`) and a plain mapping
+    ``{bot: {"strategy": name, "params": {...}}}``.
     """
-    data = json.loads(Path(path).read_text())
+    data = read_json(path)
     if isinstance(data, Mapping) and isinstance(data.get("per_chatbot"), Mapping):
         data = data["per_chatbot"]
     if not isinstance(data, Mapping):
@@ -265,12 +253,14 @@ def load_champions(path: str | Path) -> dict[str, dict[str, Any]]:
 
 
 def export_champions(champions: Mapping[str, Mapping[str, Any]], train: Dataset, tracking_uri: str, *,
-                     chatbots: Sequence[str] | None = None) -> list[ExportedModel]:
+                     chatbots: Sequence[str] | None = None,
+                     embedding_cache: EmbeddingCache | None = None) -> list[ExportedModel]:
     """Fit each chatbot's champion on ``train`` and export it (alias ``champion``).
 
-    Fitted exactly as the evaluation fits champions (:func:`copilot.evaluation.champions_predictions`): on the
+    Fitted exactly as the evaluation fits champions (:func:`copilot.evaluation.runs.champions_predictions`): on the
     whole training set, one fit per distinct setting shared by the chatbots that chose it. A strategy that learns
     across chatbots (the global classifier) therefore serves what was evaluated, not a model of one chatbot's data.
+    ``embedding_cache`` serves the fits only: the exported strategies carry no cache.
     """
     tracker = MlflowTracker(tracking_uri)
     fitted: dict[str, tuple[Strategy, LoggedModel]] = {}
@@ -281,7 +271,8 @@ def export_champions(champions: Mapping[str, Mapping[str, Any]], train: Dataset,
         spec = champions[bot]
         key = json.dumps([spec["strategy"], dict(spec.get("params") or {})], sort_keys=True, default=str)
         if key not in fitted:
-            strategy = make_strategy(spec["strategy"], spec.get("params") or {}).fit(train)
+            strategy = make_strategy(spec["strategy"], spec.get("params") or {}).use_embedding_cache(embedding_cache)
+            strategy.fit(train)
             logged = log_strategy_model(strategy, tracking_uri, client=tracker.client,
                                         experiment=experiment_name(bot))
             fitted[key] = (strategy, logged)

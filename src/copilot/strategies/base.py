@@ -3,10 +3,10 @@
 - Settings are ``__init__`` keyword arguments with defaults, stored verbatim under the same attribute names; no
   logic in ``__init__``. :meth:`Strategy.get_params` reads them back (it feeds MLflow params and search grids) and
   :meth:`Strategy.clone` builds a fresh, unfitted copy from them.
-- ``fit(data) -> self`` learns from a :class:`~copilot.records.Dataset` (its conversations and each chatbot's
+- ``fit(data) -> self`` learns from a :class:`~copilot.data.records.Dataset` (its conversations and each chatbot's
   response set); learned state lives in attributes ending in ``_``.
 - ``suggest(context, k) -> list[Suggestion]``: at most ``k`` suggestions, best first, for the context the live
-  server would have (:mod:`copilot.context`). A suggestion from the chatbot's response set carries its label and
+  server would have (:mod:`copilot.data.context`). A suggestion from the chatbot's response set carries its label and
   the template text. ``suggest_many`` answers a batch; strategies override it where batching helps.
 
 Every class registered with :func:`register_strategy` is checked by one conformance test (tests/test_strategies.py).
@@ -18,9 +18,10 @@ import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Self
 
-from copilot.context import Context, Suggestion
-from copilot.records import Dataset
+from copilot.data.context import Context, Suggestion
+from copilot.data.records import Dataset
 from copilot.registry import Registry
+from copilot.strategies.embeddings import Embedder, EmbeddingCache
 
 
 class NotFittedError(RuntimeError):
@@ -31,6 +32,7 @@ class Strategy:
     """Base class of every copilot strategy. Subclasses set ``name`` and implement ``fit`` and ``suggest``."""
 
     name: ClassVar[str] = ""
+    _embedding_cache: EmbeddingCache | None = None  # not a setting: see use_embedding_cache
 
     @classmethod
     def param_names(cls) -> list[str]:
@@ -57,6 +59,22 @@ class Strategy:
     def clone(self, **overrides: Any) -> Self:
         """A fresh, unfitted strategy with the same settings (and ``overrides``)."""
         return type(self)(**{**self.get_params(), **overrides})
+
+    def use_embedding_cache(self, cache: EmbeddingCache | None) -> Self:
+        """Keep the sentence vectors this strategy computes in ``cache`` (None: in memory only); returns self.
+
+        Not a setting: where vectors are kept changes nothing they compute, so it is not in :meth:`get_params` or
+        :meth:`describe`, and it is not pickled (a strategy unpickled elsewhere gets that place's cache). It may
+        be called before or after ``fit``; a strategy that embeds no text ignores it.
+        """
+        self._embedding_cache = cache
+        embedder = self.__dict__.get("embedder_")
+        if isinstance(embedder, Embedder):
+            embedder.cache = cache
+        return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {key: value for key, value in self.__dict__.items() if key != "_embedding_cache"}
 
     def fit(self, data: Dataset) -> Self:
         raise NotImplementedError
@@ -92,7 +110,8 @@ def register_strategy(cls: type[Strategy]) -> type[Strategy]:
 
 
 def make_strategy(name: str, params: Mapping[str, Any] | None = None) -> Strategy:
-    """A new strategy by registered name and settings; an unknown name gets "did you mean"."""
-    import copilot.strategies  # noqa: F401  (registers the built-in families)
+    """A new strategy by registered name and settings; an unknown name gets "did you mean".
 
+    The built-in families are registered by then: importing this module runs ``copilot.strategies`` first.
+    """
     return STRATEGIES.get(name)(**dict(params or {}))

@@ -6,17 +6,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Self
 
+import bm25s
 import numpy as np
 
-from copilot.context import Context, Suggestion
-from copilot.records import Dataset
+from copilot.data.context import Context, Suggestion
+from copilot.data.records import Dataset
 from copilot.strategies.base import Strategy, register_strategy
 from copilot.strategies.common import Reply, query_text, replies_by_chatbot, vote
 
 
 def _tokenize(texts: list[str], stopwords: str | None) -> list[list[str]]:
-    import bm25s
-
     return list(bm25s.tokenize(texts, return_ids=False, show_progress=False, stopwords=stopwords))
 
 
@@ -44,8 +43,6 @@ class Bm25Strategy(Strategy):
         self.neighbours = neighbours
 
     def fit(self, data: Dataset) -> Self:
-        import bm25s
-
         index: dict[str, tuple[Any, list[Reply]]] = {}
         for bot, (queries, replies) in replies_by_chatbot(data, self.window).items():
             retriever = bm25s.BM25(k1=self.k1, b=self.b, method=self.method)

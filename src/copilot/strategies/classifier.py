@@ -26,12 +26,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
 import numpy as np
+from scipy import sparse
+from sklearn.feature_extraction import DictVectorizer
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression, SGDClassifier
 
-from copilot.context import Context, Suggestion
-from copilot.embeddings import Embedder
-from copilot.records import Dataset
+from copilot.data.context import Context, Suggestion
+from copilot.data.records import Dataset
 from copilot.strategies.base import Strategy, register_strategy
 from copilot.strategies.common import examples, query_text
+from copilot.strategies.embeddings import Embedder
+from copilot.strategies.masked import MaskedSoftmax
 
 SCOPES = ("per_chatbot", "global")
 MODELS = ("logreg", "sgd", "mlp")
@@ -107,15 +112,10 @@ class _Model:
         return [_symbolic(c, self.with_chatbot, o.max_position, o.cross_weight, o.flow_order) for c in contexts]
 
     def _features(self, contexts: Sequence[Context], fit: bool) -> Any:
-        from scipy import sparse
-
         o = self.owner
         last = [query_text(c, o.window) for c in contexts]
         blocks = []
         if fit:
-            from sklearn.feature_extraction import DictVectorizer
-            from sklearn.feature_extraction.text import TfidfVectorizer
-
             self.words = TfidfVectorizer(ngram_range=(1, o.ngram_max), sublinear_tf=True, min_df=1)
             blocks.append(self.words.fit_transform(last))
             if o.char_ngrams:
@@ -165,17 +165,11 @@ class _Model:
         """One classifier of the ensemble, fitted with random state ``seed``."""
         o = self.owner
         if o.model == "mlp":
-            from copilot.strategies.masked import MaskedSoftmax
-
             return MaskedSoftmax(hidden=o.hidden, epochs=o.epochs, lr=o.lr, batch_size=o.batch_size,
                                  dropout=o.dropout, seed=seed).fit(x, labels, groups, allowed)
         if o.model == "logreg":
-            from sklearn.linear_model import LogisticRegression
-
             clf: Any = LogisticRegression(C=o.C, max_iter=o.max_iter, class_weight=o.class_weight, random_state=seed)
         else:
-            from sklearn.linear_model import SGDClassifier
-
             clf = SGDClassifier(loss="log_loss", alpha=o.alpha, max_iter=o.max_iter, tol=1e-4,
                                 class_weight=o.class_weight, random_state=seed)
         return clf.fit(x, np.asarray(labels))
@@ -210,8 +204,8 @@ class ClassifierStrategy(Strategy):
         label_features: use the conversation's labels and positions; label_weight scales them.
         max_position: agent-turn counts from this on share one position feature.
         cross_weight: scale of the last agent label crossed with each word of the last customer message (0: off).
-        dense_weight: scale of the MiniLM embedding of the main text (0 leaves it out; it needs the model).
-        cache_dir: the embedding cache folder when ``dense_weight > 0`` (None: in memory).
+        dense_weight: scale of the MiniLM embedding of the main text (0 leaves it out; it needs the model; vectors
+            are cached where :meth:`use_embedding_cache` says).
         seed: the classifier's random state (model ``i`` of the ensemble uses ``seed + i``).
         flow_order: 0 for none, else the last 1..flow_order agent/bot labels (role-tagged), crossed with the chatbot.
         prev_weight: scale of the TF-IDF (word 1-2-grams) of the latest agent or bot message (0 leaves it out).
@@ -229,7 +223,7 @@ class ClassifierStrategy(Strategy):
                  max_iter: int = 300, class_weight: str | None = None, window: int = 1, ngram_max: int = 2,
                  char_ngrams: int = 0, char_weight: float = 0.5, history_weight: float = 0.7,
                  label_features: bool = True, label_weight: float = 1.0, max_position: int = 8,
-                 cross_weight: float = 0.0, dense_weight: float = 0.0, cache_dir: str | None = None, seed: int = 0,
+                 cross_weight: float = 0.0, dense_weight: float = 0.0, seed: int = 0,
                  flow_order: int = 0, prev_weight: float = 0.5, prior_weight: float = 0.0, prior_smoothing: float = 1.0,
                  n_models: int = 3, known_only: bool = False, hidden: int = 256, epochs: int = 4, lr: float = 0.002,
                  batch_size: int = 256, dropout: float = 0.5):
@@ -249,7 +243,6 @@ class ClassifierStrategy(Strategy):
         self.max_position = max_position
         self.cross_weight = cross_weight
         self.dense_weight = dense_weight
-        self.cache_dir = cache_dir
         self.seed = seed
         self.flow_order = flow_order
         self.prev_weight = prev_weight
@@ -268,7 +261,7 @@ class ClassifierStrategy(Strategy):
             raise ValueError(f"scope must be one of {SCOPES}, not {self.scope!r}")
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, not {self.model!r}")
-        self.embedder_ = Embedder(self.cache_dir)
+        self.embedder_ = Embedder(self._embedding_cache)
         self.responses_: Mapping[str, Mapping[str, str]] = {b: dict(data.responses(b)) for b in data.chatbot_ids()}
         by_bot: dict[str, tuple[list[Context], list[str]]] = {}
         for ex in examples(data):

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from copilot.context import Context, Suggestion, contexts_for
-from copilot.records import Dataset
+from copilot.data.context import Context, Suggestion, contexts_for
+from copilot.data.records import Dataset
 
 
 @dataclass(frozen=True)

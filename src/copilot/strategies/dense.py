@@ -1,5 +1,5 @@
-"""Dense retrieval with MiniLM sentence embeddings (:mod:`copilot.embeddings`): the recorded contexts nearest in
-meaning to this one vote for their agents' replies."""
+"""Dense retrieval with MiniLM sentence embeddings (:mod:`copilot.strategies.embeddings`): the recorded contexts
+nearest in meaning to this one vote for their agents' replies."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from typing import Self
 
 import numpy as np
 
-from copilot.context import Context, Suggestion
-from copilot.embeddings import Embedder
-from copilot.records import Dataset
+from copilot.data.context import Context, Suggestion
+from copilot.data.records import Dataset
 from copilot.strategies.base import Strategy, register_strategy
 from copilot.strategies.common import Reply, query_text, replies_by_chatbot, vote
+from copilot.strategies.embeddings import Embedder
 
 
 @register_strategy
@@ -23,22 +23,20 @@ class DenseStrategy(Strategy):
         window: how many of the latest customer messages form the query.
         neighbours: how many nearest recorded replies vote.
         temperature: a neighbour's vote is ``exp(cosine / temperature)``-weighted (0: plain sum of cosines).
-        cache_dir: folder of the on-disk embedding cache (shared, SQLite); None keeps vectors in memory only.
 
-    Pickles without the torch model: the :class:`~copilot.embeddings.Embedder` reloads it lazily.
+    Vectors are cached where :meth:`use_embedding_cache` says (in memory by default). Pickles without the torch
+    model: the :class:`~copilot.strategies.embeddings.Embedder` reloads it lazily.
     """
 
     name = "dense"
 
-    def __init__(self, window: int = 1, neighbours: int = 20, temperature: float = 0.0,
-                 cache_dir: str | None = None):
+    def __init__(self, window: int = 1, neighbours: int = 20, temperature: float = 0.0):
         self.window = window
         self.neighbours = neighbours
         self.temperature = temperature
-        self.cache_dir = cache_dir
 
     def fit(self, data: Dataset) -> Self:
-        self.embedder_ = Embedder(self.cache_dir)
+        self.embedder_ = Embedder(self._embedding_cache)
         by_bot = replies_by_chatbot(data, self.window)
         vectors = self.embedder_.encode([q for queries, _ in by_bot.values() for q in queries])
         self.index_: dict[str, tuple[np.ndarray, list[Reply]]] = {}

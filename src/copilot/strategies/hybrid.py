@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
-from copilot.context import Context, Suggestion
-from copilot.records import Dataset
+from copilot.data.context import Context, Suggestion
+from copilot.data.records import Dataset
 from copilot.strategies.base import Strategy, make_strategy, register_strategy
+from copilot.strategies.embeddings import EmbeddingCache
 
 #: The members when none are given: lexical retrieval and the classifier.
 DEFAULT_MEMBERS: list[dict[str, Any]] = [{"strategy": "bm25", "params": {}}, {"strategy": "classifier", "params": {}}]
@@ -44,9 +45,16 @@ class HybridStrategy(Strategy):
 
     def fit(self, data: Dataset) -> Self:
         specs = self._specs()
-        self.members_ = [make_strategy(spec["strategy"], spec.get("params")).fit(data) for spec in specs]
+        self.members_ = [make_strategy(spec["strategy"], spec.get("params")).use_embedding_cache(self._embedding_cache)
+                         .fit(data) for spec in specs]
         self.weights_ = [float(w) for w in self.weights] if self.weights is not None else [1.0] * len(specs)
         return self
+
+    def use_embedding_cache(self, cache: EmbeddingCache | None) -> Self:
+        """The members' cache too (see :meth:`Strategy.use_embedding_cache`)."""
+        for member in self.__dict__.get("members_", []):
+            member.use_embedding_cache(cache)
+        return super().use_embedding_cache(cache)
 
     def suggest(self, context: Context, k: int = 3) -> list[Suggestion]:
         return self.suggest_many([context], k)[0]

@@ -1,5 +1,5 @@
 """LLM generation through the official ``openai`` client, against any OpenAI-compatible server (a hosted API, or
-the local llama.cpp server of :mod:`copilot.llm_server`), with few-shot examples retrieved by TF-IDF from the
+the local llama.cpp server of :mod:`copilot.strategies.llm_server`), with few-shot examples retrieved by TF-IDF from the
 chatbot's recorded conversations.
 
 - ``mode="labels"``: the prompt lists the chatbot's response labels and templates, shows the retrieved examples
@@ -21,9 +21,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
 import numpy as np
+from openai import OpenAI
 
-from copilot.context import Context, Suggestion
-from copilot.records import Dataset
+from copilot.data.context import Context, Suggestion
+from copilot.data.records import Dataset
 from copilot.strategies.base import Strategy, register_strategy
 from copilot.strategies.common import examples, query_text
 from copilot.strategies.tfidf import TfidfStrategy
@@ -110,12 +111,10 @@ class LlmStrategy(Strategy):
 
     # -- the client (never pickled) ---------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_client", "_lock")}
+        return {k: v for k, v in super().__getstate__().items() if k not in ("_client", "_lock")}
 
     def _openai(self) -> Any:
         if getattr(self, "_client", None) is None:
-            from openai import OpenAI
-
             key = os.environ.get(self.api_key_env)
             if not key:
                 if self.base_url and any(f"//{host}" in self.base_url for host in _LOCAL_HOSTS):

@@ -39,7 +39,7 @@ class MaskedSoftmax:
 
     def fit(self, x: Any, y: Sequence[str], groups: Sequence[str],
             allowed: Mapping[str, Sequence[str]]) -> MaskedSoftmax:
-        import torch
+        import torch  # only to train: a fitted model predicts, and unpickles in the server, without torch
 
         classes = sorted(set(y) | {label for labels in allowed.values() for label in labels})
         index = {c: i for i, c in enumerate(classes)}
@@ -119,7 +119,7 @@ class MaskedSoftmax:
 
 
 def _torch_sparse(x: Any) -> Any:
-    import torch
+    import torch  # lazy, as in fit
 
     coo = x.tocoo()
     indices = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))

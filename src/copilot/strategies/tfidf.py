@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Self
 
-from copilot.context import Context, Suggestion
-from copilot.records import Dataset
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from copilot.data.context import Context, Suggestion
+from copilot.data.records import Dataset
 from copilot.strategies.base import Strategy, register_strategy
 from copilot.strategies.common import query_text, replies_by_chatbot, vote
 
@@ -31,8 +33,6 @@ class TfidfStrategy(Strategy):
         self.neighbours = neighbours
 
     def fit(self, data: Dataset) -> Self:
-        from sklearn.feature_extraction.text import TfidfVectorizer
-
         self.index_ = {}
         for bot, (queries, replies) in replies_by_chatbot(data, self.window).items():
             vectorizer = TfidfVectorizer(ngram_range=(1, self.ngram_max), sublinear_tf=self.sublinear_tf)

@@ -1,6 +1,6 @@
 """A small client of the handoff server (docs/protocol.md): its HTTP API and a Socket.IO connection on /handoff.
 
-The replay (:mod:`copilot.replay`) drives the server with it as a bot, customers and agents would; tests and
+The replay (:mod:`copilot.live.replay`) drives the server with it as a bot, customers and agents would; tests and
 notebooks can use it too. Every client event is sent with an acknowledgement; a refused event raises
 :class:`HandoffRefused` with the server's error code. Received events are kept per conversation with their arrival
 time (``time.perf_counter()``), and :meth:`Connection.wait_for` waits for one that matches.
@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import socketio
 
-from copilot.protocol import API_PREFIX, NAMESPACE
+from copilot.live.protocol import API_PREFIX, NAMESPACE
 
 
 class HandoffRefused(RuntimeError):

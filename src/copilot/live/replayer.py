@@ -1,56 +1,35 @@
-"""Replay (W3): recorded conversations through the full running handoff server, as its real clients would.
+"""The parties of a replay: a chatbot's bot and agents, and the :class:`Replayer` that drives one server with them.
 
 Per recorded conversation: the bot creates it over the HTTP API, a customer connection and the bot's connection
 replay the bot phase (the customer types before each message; messages carry their recorded label where the
 protocol allows), the bot escalates, the K agents registered for that bot hear the ``escalation`` and race to
 claim, the winner replays the agent turns while the customer replays the customer turns, and the conversation ends
 as recorded (hand back before the bot speaks again, else resolve; an abandoned conversation is resolved by its
-agent). At each agent turn the replay waits for the ``suggestions`` the server sent
-for the conversation's latest stored event (matched by ``for_seq``: the customer message, the claim, or the agent's
-previous message) and records them next to what the agent really sent, in the per-turn predictions table of
-:mod:`copilot.predictions`. Many conversations run at once (asyncio, ``concurrency``).
-
-The server's context for a suggestion is ``context_from_events`` over the stored messages, which the replay makes
-identical to the offline context (``copilot.context.contexts_for``) of that agent turn: same turns, same labels.
-So a replay with a champion exported from a fitted strategy reproduces that strategy's offline evaluation exactly
-(tests/test_replay.py).
-
-Outputs (:func:`run_replay`): ``turns.parquet`` (predictions columns plus ``for_seq``, ``agent_id`` and
-``suggestions_received``; ``latency_ms`` is the time from the message (or claim) to its suggestions),
-``handoff.json`` (completion, errors, latency percentiles, claim races) and ``summary.json``
-(``copilot.metrics.summarize`` of the turns).
+agent). At each agent turn the replay waits for the ``suggestions`` the server sent for the conversation's latest
+stored event (matched by ``for_seq``: the customer message, the claim, or the agent's previous message) and records
+them next to what the agent really sent, as a row of the per-turn predictions table (:mod:`copilot.data.predictions`).
+Many conversations run at once (asyncio, ``concurrency``). :mod:`copilot.live.replay` runs it and writes the results.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextlib
-import importlib.util
-import json
 import logging
-import os
 import re
-import secrets
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import aiohttp
-import numpy as np
-import pandas as pd
+from tqdm.auto import tqdm
 
-from copilot.client import Connection, HandoffHttp, HandoffRefused, Received
-from copilot.context import Suggestion
-from copilot.predictions import COLUMNS, prediction_row
-from copilot.protocol import (
+from copilot.data.context import Suggestion
+from copilot.data.predictions import prediction_row
+from copilot.data.records import Conversation, Turn
+from copilot.live.client import Connection, HandoffHttp, HandoffRefused, Received
+from copilot.live.protocol import (
     EV_CLAIM,
     EV_ESCALATE,
     EV_ESCALATION,
@@ -60,13 +39,8 @@ from copilot.protocol import (
     EV_SUGGESTIONS,
     EV_TYPING,
 )
-from copilot.records import Conversation, Dataset, Turn
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-REPLAY_COLUMNS = [*COLUMNS, "for_seq", "agent_id", "suggestions_received"]
-LATENCIES = ("escalation_to_notification_ms", "claim_ms", "first_agent_reply_ms", "suggestion_ms")
 
 
 @dataclass(frozen=True)
@@ -115,18 +89,6 @@ class ConversationResult:
     losers: int = 0
     loser_codes: list[str] = field(default_factory=list)
 
-
-@dataclass
-class ReplayResult:
-    turns: pd.DataFrame
-    handoff: dict[str, Any]
-
-
-def _percentiles(values: Sequence[float]) -> dict[str, float | None]:
-    if not values:
-        return {"p50": None, "p99": None, "n": 0}
-    arr = np.asarray(values, dtype=float)
-    return {"p50": float(np.percentile(arr, 50)), "p99": float(np.percentile(arr, 99)), "n": len(values)}
 
 
 def _turn_time(turn: Turn) -> float | None:
@@ -344,8 +306,6 @@ class Replayer:
 
     async def replay_all(self, conversations: Sequence[Conversation], *, progress: bool = True
                          ) -> list[ConversationResult]:
-        from tqdm.auto import tqdm
-
         queue: asyncio.Queue[Conversation] = asyncio.Queue()
         for conv in conversations:
             queue.put_nowait(conv)
@@ -367,197 +327,3 @@ class Replayer:
             bar.close()
         order = {c.conversation_id: i for i, c in enumerate(conversations)}
         return sorted(results, key=lambda r: order.get(r.conversation_id, 0))
-
-
-def handoff_report(results: Sequence[ConversationResult], elapsed_s: float) -> dict[str, Any]:
-    """``handoff.json``: completion, errors, latency percentiles (ms) and the claim races."""
-    losers = [r.losers for r in results if r.claim_ms is not None]
-    codes: dict[str, int] = {}
-    for r in results:
-        for code in r.loser_codes:
-            codes[code] = codes.get(code, 0) + 1
-    return {
-        "conversations": len(results),
-        "completed": sum(r.completed for r in results),
-        "errors": [{"conversation_id": r.conversation_id, "chatbot": r.chatbot, "error": r.error}
-                   for r in results if r.error],
-        "elapsed_s": elapsed_s,
-        "conversations_per_s": len(results) / elapsed_s if elapsed_s > 0 else None,
-        "agent_turns": sum(len(r.rows) for r in results),
-        "suggestions_received": sum(bool(row["suggestions_received"]) for r in results for row in r.rows),
-        "escalation_to_notification_ms": _percentiles([t for r in results for t in r.notification_ms]),
-        "claim_ms": _percentiles([r.claim_ms for r in results if r.claim_ms is not None]),
-        "first_agent_reply_ms": _percentiles([r.first_agent_reply_ms for r in results
-                                              if r.first_agent_reply_ms is not None]),
-        "suggestion_ms": _percentiles([t for r in results for t in r.suggestion_ms]),
-        "claim_races": {"races": len(losers), "losers_total": sum(losers),
-                        "losers_per_race": {str(n): losers.count(n) for n in sorted(set(losers))},
-                        "loser_codes": codes},
-    }
-
-
-def turns_frame(results: Sequence[ConversationResult]) -> pd.DataFrame:
-    return pd.DataFrame([row for r in results for row in r.rows], columns=REPLAY_COLUMNS)
-
-
-async def replay(data: Dataset, url: str, admin_key: str, config: ReplayConfig | None = None, *,
-                 progress: bool = True) -> ReplayResult:
-    """Replay every conversation of ``data`` through the server at ``url`` (which must not know its chatbots yet:
-    the replay creates one bot per chatbot, with the chatbot's id, and its agents)."""
-    config = config or ReplayConfig()
-    replayer = Replayer(url, admin_key, config)
-    started = time.perf_counter()
-    timeout = aiohttp.ClientTimeout(total=60)
-    connector = aiohttp.TCPConnector(limit=max(8, config.concurrency * 2))
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-        try:
-            await replayer.setup(HandoffHttp(url, session), sorted({c.chatbot for c in data.conversations}))
-            results = await replayer.replay_all(data.conversations, progress=progress)
-        finally:
-            await replayer.close()
-    elapsed = time.perf_counter() - started
-    return ReplayResult(turns_frame(results), handoff_report(results, elapsed))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# A server of our own
-
-
-@dataclass
-class StartedServer:
-    url: str
-    admin_key: str
-    proc: subprocess.Popen[str]
-    folder: tempfile.TemporaryDirectory[str]
-
-    def cpu_s(self) -> float | None:
-        """CPU seconds the server process has used so far (Linux /proc), None where unknown."""
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
-            return None
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self.folder.cleanup()
-        return int(self.proc.returncode or 0)
-
-
-def _code_paths() -> list[str]:
-    """The folders holding ``copilot`` and ``handoff`` (found without importing the server), for PYTHONPATH."""
-    paths = [str(Path(__file__).resolve().parents[1])]
-    spec = importlib.util.find_spec("handoff")
-    if spec is not None and spec.origin:
-        paths.append(str(Path(spec.origin).resolve().parents[1]))
-    return paths
-
-
-def start_server(*, tracking_uri: str | None = None, suggestions_k: int = 5, champion_refresh_s: float = 30.0,
-                 extra_env: dict[str, str] | None = None, timeout_s: float = 120.0,
-                 embedding_cache_dir: str | os.PathLike[str] | None = None) -> StartedServer:
-    """Start ``handoff serve`` on a free port with a fresh SQLite database (and the champions of ``tracking_uri``),
-    rate limits raised for a replay, the unclaimed-escalation ladder off; returns once it serves."""
-    folder = tempfile.TemporaryDirectory(prefix="copilot-replay-")
-    admin_key = secrets.token_urlsafe(24)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_") and k != "MLFLOW_TRACKING_URI"}
-    env.update({
-        "PYTHONPATH": os.pathsep.join([*_code_paths(), *filter(None, [os.environ.get("PYTHONPATH")])]),
-        "HANDOFF_DATABASE_URL": f"sqlite:///{folder.name}/handoff.db",
-        "HANDOFF_ADMIN_KEY": admin_key,
-        "HANDOFF_SQLITE_SYNCHRONOUS": "NORMAL",
-        "HANDOFF_LOG_LEVEL": os.environ.get("COPILOT_REPLAY_SERVER_LOG_LEVEL", "WARNING"),
-        "HANDOFF_SUGGESTIONS_K": str(suggestions_k),
-        "HANDOFF_CHAMPION_REFRESH_S": str(champion_refresh_s),
-        "HANDOFF_RATE_LIMIT_PER_S": "1000", "HANDOFF_RATE_LIMIT_BURST": "2000",
-        "HANDOFF_BOT_RATE_LIMIT_PER_S": "100000", "HANDOFF_BOT_RATE_LIMIT_BURST": "100000",
-        "HANDOFF_HTTP_RATE_LIMIT_PER_S": "100000", "HANDOFF_HTTP_RATE_LIMIT_BURST": "100000",
-        "HANDOFF_LADDER_RENOTIFY_AFTER_S": "off", "HANDOFF_LADDER_WAIT_NOTICE_AFTER_S": "off",
-        "HANDOFF_LADDER_FALLBACK_AFTER_S": "off",
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-    })
-    if tracking_uri:
-        env["HANDOFF_MLFLOW_TRACKING_URI"] = tracking_uri
-    if embedding_cache_dir is not None:
-        env["HANDOFF_EMBEDDING_CACHE_DIR"] = str(embedding_cache_dir)
-    env.update(extra_env or {})
-    proc = subprocess.Popen([sys.executable, "-m", "handoff", "serve", "--host", "127.0.0.1", "--port", "0"],
-                            stdout=subprocess.PIPE, text=True, env=env)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()  # blocks until the server serves (champions are loaded before) or exits
-    match = re.search(r"http://127\.0\.0\.1:\d+", line)
-    if match is None:
-        proc.kill()
-        code = proc.wait()
-        folder.cleanup()
-        raise RuntimeError(f"handoff serve did not start (exit {code}): {line!r}")
-    return StartedServer(match.group(0), admin_key, proc, folder)
-
-
-@contextlib.contextmanager
-def started_server(**kw: Any) -> Iterator[StartedServer]:
-    server = start_server(**kw)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def select(data: Dataset, *, chatbot: str | None = None, limit: int | None = None) -> Dataset:
-    """The conversations to replay: one chatbot's (or all), the first ``limit``."""
-    convs = data.for_chatbot(chatbot) if chatbot else list(data.conversations)
-    return data.subset(convs[:limit] if limit is not None else convs)
-
-
-def summarize_turns(turns: pd.DataFrame) -> dict[str, Any] | None:
-    """``copilot.metrics.summarize`` of the turns (None while that module is not on this branch)."""
-    try:
-        from copilot.metrics import summarize  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        log.warning("copilot.metrics is not available: no summary.json")
-        return None
-    frame = turns[COLUMNS].copy()
-    result: dict[str, Any] = summarize(frame)
-    return result
-
-
-def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run ``coroutine`` to completion from synchronous code, also where an event loop already runs (a Jupyter
-    kernel): then it runs on a fresh loop in a worker thread."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="copilot-replay") as pool:
-        return pool.submit(asyncio.run, coroutine).result()
-
-
-def run_replay(data: Dataset, out: str | Path, *, server: str | None = None, admin_key: str | None = None,
-               tracking_uri: str | None = None, config: ReplayConfig | None = None,
-               progress: bool = True, embedding_cache_dir: str | os.PathLike[str] | None = None) -> ReplayResult:
-    """Replay ``data`` through ``server`` (or a server started here and stopped after) and write
-    ``turns.parquet``, ``handoff.json`` and ``summary.json`` into ``out``."""
-    config = config or ReplayConfig()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if server is None:
-        with started_server(tracking_uri=tracking_uri, embedding_cache_dir=embedding_cache_dir) as started:
-            result = run_sync(replay(data, started.url, started.admin_key, config, progress=progress))
-    else:
-        if not admin_key:
-            raise ValueError("replaying through a running server needs its admin key (HANDOFF_ADMIN_KEY)")
-        result = run_sync(replay(data, server, admin_key, config, progress=progress))
-    result.turns.to_parquet(out / "turns.parquet", index=False)
-    (out / "handoff.json").write_text(json.dumps(result.handoff, indent=2) + "\n")
-    summary = summarize_turns(result.turns)
-    if summary is not None:
-        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
-    return result

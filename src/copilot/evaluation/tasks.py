@@ -1,7 +1,8 @@
 """Evaluation tasks: YAML files in ``evals/`` loaded into a :class:`Task` (STYLE: registries, tasks, metrics).
 
-A task says what to evaluate and tune; :func:`copilot.evaluation.run` and :func:`copilot.tuning.tune` read
-only the task (new options go into the task file, not into function arguments). Schema (docs/evaluation.md)::
+A task says what to evaluate and tune; :func:`copilot.evaluation.runs.run` and
+:func:`copilot.evaluation.tuning.tune` read only the task (new options go into the task file, not into function
+arguments). Schema (docs/evaluation.md)::
 
     include: base.yaml            # optional, a path or a list, relative to this file; this file's keys win
     name: star                    # default: the file's stem
@@ -37,9 +38,12 @@ from typing import Any
 
 import yaml
 
-from copilot.data import DEFAULT_FRACTIONS, split_dataset
-from copilot.records import Dataset, load_dataset
+from copilot._io import write_text_atomic
+from copilot.data.records import Dataset, load_dataset
+from copilot.data.splits import DEFAULT_FRACTIONS, split_dataset
+from copilot.evaluation.metrics import METRICS
 from copilot.settings import Settings
+from copilot.strategies import STRATEGIES
 
 KEYS = {"include", "name", "data", "split", "chatbots", "k", "metrics", "selection_metric", "n_boot", "seed",
         "strategies", "champions", "global", "description"}
@@ -196,9 +200,6 @@ def load_task(path: str | os.PathLike[str], *, only: Iterable[str] | None = None
         only: keep just these strategy ids (or family names) before checking the families, e.g. to run a
             task whose other families are not installed here.
     """
-    from copilot.metrics import METRICS
-    from copilot.strategies import STRATEGIES
-
     path = Path(path)
     raw = _read(path)
     where = str(path)
@@ -271,7 +272,6 @@ def write_tuned_task(
     if task.path is None:
         raise TaskError("the tuned task includes its source task file; this task has no file")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     include = os.path.relpath(task.path.resolve(), out.parent.resolve())
     body = {"include": include, "name": f"{task.name}.tuned",
             "champions": {bot: c.as_dict() for bot, c in sorted(champions.items())}}
@@ -280,5 +280,4 @@ def write_tuned_task(
     header = "# Written by `copilot tune --write-task`; regenerate it rather than editing by hand.\n"
     if note:
         header += "".join(f"# {line}\n" for line in note.splitlines())
-    out.write_text(header + yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
-    return out
+    return write_text_atomic(out, header + yaml.safe_dump(body, sort_keys=False, allow_unicode=True))

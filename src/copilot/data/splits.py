@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from copilot.records import Conversation, Dataset, save_dataset
+from copilot.data.records import Conversation, Dataset, save_dataset
 
 SPLITS = ("train", "dev", "test")
 DEFAULT_FRACTIONS = (0.7, 0.1, 0.2)

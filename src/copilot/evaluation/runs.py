@@ -1,10 +1,11 @@
-"""Offline evaluation: fit each strategy of a task on train, predict every agent turn of test, score (W4).
+"""Offline evaluation: fit each strategy of a task on train, predict every agent turn of test, score it
+with intervals.
 
-:func:`predict` builds the per-turn predictions table (:mod:`copilot.predictions`) for one fitted strategy;
-:func:`run` does it for every strategy of a :class:`~copilot.tasks.Task` (and for the per-chatbot champions when
-the task holds them), writes ``summary.json`` (:func:`copilot.metrics.summarize`), ``predictions.parquet`` and
-``run.json`` (what ran on which data at which commit), and prints a leaderboard. The CLI (``copilot evaluate``),
-the notebooks and the tests call :func:`run`.
+:func:`predict` builds the per-turn predictions table (:mod:`copilot.data.predictions`) for one fitted strategy;
+:func:`run` does it for every strategy of a :class:`~copilot.evaluation.tasks.Task` (and for the per-chatbot
+champions when the task holds them), writes ``summary.json`` (:func:`copilot.evaluation.metrics.summarize`),
+``predictions.parquet`` and ``run.json`` (what ran on which data at which commit), and prints a leaderboard.
+The CLI (``copilot evaluate``), the notebooks and the tests call :func:`run`.
 """
 
 from __future__ import annotations
@@ -19,23 +20,26 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
+from tqdm import tqdm
 
-from copilot.context import contexts_for
-from copilot.metrics import METRICS, summarize
-from copilot.predictions import prediction_row, predictions_frame
-from copilot.records import Dataset, load_dataset
+from copilot._io import file_sha256, git_commit, write_json
+from copilot.data.context import contexts_for
+from copilot.data.predictions import prediction_row, predictions_frame
+from copilot.data.records import Dataset, load_dataset
+from copilot.evaluation.metrics import METRICS, summarize
+from copilot.evaluation.tasks import Champion, Task
 from copilot.strategies import Strategy, make_strategy
-from copilot.tasks import Champion, Task
+from copilot.strategies.embeddings import Embedder, EmbeddingCache
 
 CHAMPIONS = "champions"
 GLOBAL = "global"  # the tuned task's single strategy for every chatbot
 
 
 class EvaluationTracker(Protocol):
-    """What evaluation, tuning and replay ask of a tracker; :class:`copilot.tracking.WorkbenchTracker` logs it to
-    MLflow (one experiment per chatbot, one run per strategy and settings). One call per stage, at its end:
+    """What evaluation, tuning and replay ask of a tracker; :class:`copilot.serving.tracking.WorkbenchTracker` logs
+    it to MLflow (one experiment per chatbot, one run per strategy and settings). One call per stage, at its end:
 
-    - ``frame``: the predictions table of every strategy (:mod:`copilot.predictions`);
+    - ``frame``: the predictions table of every strategy (:mod:`copilot.data.predictions`);
     - ``summary``: ``{"overall": {strategy: scores}, "per_chatbot": {chatbot: {strategy: scores}}}``;
     - ``params_by_strategy``: each strategy id's family and settings (``{"strategy": name, **settings}``);
     - ``data_path``: the scored dataset file (its SHA-256 becomes a tag), None when it was not a file;
@@ -71,8 +75,6 @@ def predict(
     conversations = data.conversations
     iterator: Any = conversations
     if progress:
-        from tqdm import tqdm
-
         iterator = tqdm(conversations, desc=f"predict {sid}"[:60], unit="conv", file=sys.stderr, leave=False)
     for conv in iterator:
         pairs = list(contexts_for(conv))
@@ -94,7 +96,8 @@ def predict(
     return predictions_frame(rows)
 
 
-def _as_dataset(data: Dataset | str | os.PathLike[str]) -> Dataset:
+def as_dataset(data: Dataset | str | os.PathLike[str]) -> Dataset:
+    """``data`` itself, or the dataset file it names, loaded."""
     return data if isinstance(data, Dataset) else load_dataset(data)
 
 
@@ -105,12 +108,14 @@ def _key(name: str, params: Mapping[str, Any]) -> str:
 def champions_predictions(
     champions: Mapping[str, Champion], *, train: Dataset, test: Dataset, k: int,
     fitted: dict[str, Strategy] | None = None, say: Callable[[str], None] | None = None,
+    embedding_cache: EmbeddingCache | None = None,
 ) -> pd.DataFrame:
     """The ``champions`` rows: each chatbot's test turns answered by its own champion, fitted on train.
 
     Chatbots sharing a champion (same family and settings) share one fit. ``fitted`` maps
     ``_key(name, full settings)`` to strategies already fitted on the same train data (the task's strategies),
-    reused when a champion has exactly their settings.
+    reused when a champion has exactly their settings. ``embedding_cache``: where the champions' sentence vectors
+    are kept (:meth:`~copilot.strategies.base.Strategy.use_embedding_cache`).
     """
     fitted = {} if fitted is None else fitted
     by_setting: dict[str, list[str]] = {}
@@ -124,7 +129,7 @@ def champions_predictions(
             if say:
                 names = ", ".join(sorted(bots)) if len(bots) <= 3 else f"{len(bots)} chatbots"
                 say(f"fitting champion {name} {params} for {names}")
-            fitted[key] = make_strategy(name, params).fit(train)
+            fitted[key] = make_strategy(name, params).use_embedding_cache(embedding_cache).fit(train)
         part = test.subset(c for c in test.conversations if c.chatbot in set(bots))
         frames.append(predict(fitted[key], part, strategy_id=CHAMPIONS, k=k))
     return pd.concat(frames, ignore_index=True) if frames else predictions_frame([])
@@ -166,45 +171,35 @@ def format_leaderboard(summary: Mapping[str, Any], metric: str = "recall@1") -> 
                      for r in [header, *lines])
 
 
-def _embedder_if_needed(metrics: Sequence[str]) -> Any:
+def _embedder_if_needed(metrics: Sequence[str], cache: EmbeddingCache | None) -> Embedder | None:
     if not any(METRICS.get(m).needs_embedder for m in metrics):
         return None
-    from copilot.embeddings import Embedder
-    from copilot.settings import Settings
-
-    return Embedder(Settings.from_env().cache_dir)
+    return Embedder(cache)
 
 
-def _data_tags(data: Dataset | str | os.PathLike[str], name: str) -> dict[str, str]:
-    from copilot.tracking import file_sha256
-
+def data_tags(data: Dataset | str | os.PathLike[str], name: str) -> dict[str, str]:
+    """Provenance of a split: its path and SHA-256 (``<name>_path``, ``<name>_sha256``), or "(in memory)"."""
     if isinstance(data, Dataset):
         return {f"{name}_path": "(in memory)"}
     return {f"{name}_path": str(data), f"{name}_sha256": file_sha256(Path(data))}
 
 
-def write_json(path: Path, document: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(document, indent=2, allow_nan=False, default=str) + "\n")
-    tmp.replace(path)
-
-
 def run(
     task: Task, *, train: Dataset | str | os.PathLike[str], test: Dataset | str | os.PathLike[str],
     out_dir: str | os.PathLike[str], tracker: EvaluationTracker | None = None, progress: bool = True,
+    embedding_cache: EmbeddingCache | None = None,
 ) -> dict[str, Any]:
     """Evaluate every strategy of ``task`` (base params) and, when the task has them, its champions.
 
     Fits each strategy on ``train`` (all the task's chatbots at once), predicts every agent turn of ``test``,
-    and writes into ``out_dir``: ``summary.json`` (:func:`copilot.metrics.summarize`'s shape, with a
+    and writes into ``out_dir``: ``summary.json`` (:func:`copilot.evaluation.metrics.summarize`'s shape, with a
     ``champions`` entry when the task has champions), ``predictions.parquet`` (every strategy's rows) and
     ``run.json`` (task, strategies and settings, data files and hashes, commit, timings). Prints the leaderboard
-    when ``progress``. Returns the summary.
+    when ``progress``. Sentence vectors (dense strategies, semantic metrics) are kept in ``embedding_cache``
+    (None: in memory). Returns the summary.
     """
-    from copilot.tracking import git_commit
-
     say: Callable[[str], None] = (lambda m: print(m, file=sys.stderr)) if progress else (lambda m: None)
-    train_ds, test_ds = task.restrict(_as_dataset(train)), task.restrict(_as_dataset(test))
+    train_ds, test_ds = task.restrict(as_dataset(train)), task.restrict(as_dataset(test))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     frames = []
@@ -212,7 +207,7 @@ def run(
     timings: dict[str, dict[str, float]] = {}
     described: dict[str, Any] = {}
     for spec in task.strategies:
-        strategy = make_strategy(spec.name, spec.params)
+        strategy = make_strategy(spec.name, spec.params).use_embedding_cache(embedding_cache)
         start = time.perf_counter()
         strategy.fit(train_ds)
         fit_s = time.perf_counter() - start
@@ -226,7 +221,7 @@ def run(
         glob = task.global_strategy
         key = _key(glob.strategy, glob.params)
         if key not in fitted:
-            fitted[key] = make_strategy(glob.strategy, glob.params).fit(train_ds)
+            fitted[key] = make_strategy(glob.strategy, glob.params).use_embedding_cache(embedding_cache).fit(train_ds)
         start = time.perf_counter()
         frames.append(predict(fitted[key], test_ds, strategy_id=GLOBAL, k=task.k, progress=progress))
         timings[GLOBAL] = {"predict_s": round(time.perf_counter() - start, 3)}
@@ -238,19 +233,19 @@ def run(
             say(f"warning: no champion for {', '.join(orphans)}: these chatbots are not in the champions entry")
         start = time.perf_counter()
         frames.append(champions_predictions(task.champions, train=train_ds, test=test_ds, k=task.k,
-                                            fitted=fitted, say=say))
+                                            fitted=fitted, say=say, embedding_cache=embedding_cache))
         timings[CHAMPIONS] = {"fit_and_predict_s": round(time.perf_counter() - start, 3)}
         described[CHAMPIONS] = {bot: c.as_dict() for bot, c in sorted(task.champions.items())}
     frame = pd.concat(frames, ignore_index=True) if frames else predictions_frame([])
     start = time.perf_counter()
     summary = summarize(frame, n_boot=task.n_boot, seed=task.seed, metrics=task.metrics,
-                        embedder=_embedder_if_needed(task.metrics))
+                        embedder=_embedder_if_needed(task.metrics, embedding_cache))
     timings["summarize"] = {"seconds": round(time.perf_counter() - start, 3)}
-    write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary, allow_nan=False)
     frame.to_parquet(out / "predictions.parquet", index=False)
-    tags = {**_data_tags(train, "train"), **_data_tags(test, "test"), "commit": git_commit(),
+    tags = {**data_tags(train, "train"), **data_tags(test, "test"), "commit": git_commit(),
             "split_seed": str(task.split_seed)}
-    write_json(out / "run.json", {
+    write_json(out / "run.json", allow_nan=False, document={
         "stage": "evaluate", "task": task.name, "task_path": str(task.path) if task.path else None,
         "data": task.data, "chatbots": list(task.chatbots) if task.chatbots else "all",
         "selection_metric": task.selection_metric, "n_boot": task.n_boot, "seed": task.seed, "k": task.k,

@@ -1,4 +1,4 @@
-"""Per-chatbot tuning with the W5 rule: search each strategy's grid on dev, keep the global strategy unless a
+"""Per-chatbot tuning with the champion rule: search each strategy's grid on dev, keep the global strategy unless a
 challenger is better with a paired interval that excludes 0.
 
 1. Every grid point of every strategy of the task is fitted once on train (all chatbots at once; strategies keep
@@ -6,8 +6,8 @@ challenger is better with a paired interval that excludes 0.
 2. The global strategy is the candidate with the best selection metric over all chatbots' dev turns together.
 3. Per chatbot, each strategy's best grid point on that chatbot's dev turns is a challenger. The champion starts as
    the global strategy; challengers are tried best first, each against the current champion with
-   :func:`copilot.metrics.decide_winner` (paired bootstrap by conversation on that chatbot's dev turns): it takes
-   over only when the interval of (challenger − champion) lies strictly on the better side of 0.
+   :func:`copilot.evaluation.metrics.decide_winner` (paired bootstrap by conversation on that chatbot's dev turns):
+   it takes over only when the interval of (challenger − champion) lies strictly on the better side of 0.
 
 A champion only changes for a better mean on its chatbot's turns, so the champions together are never worse
 than the global strategy on dev. ``tuning.json`` keeps every candidate's scores, each decision and its reason.
@@ -27,19 +27,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from copilot.evaluation import (
+from copilot._io import git_commit, write_json
+from copilot.evaluation.metrics import METRICS, Paired, as_mapping, decide_winner, paired_interval, score
+from copilot.evaluation.runs import (
     CHAMPIONS,
     GLOBAL,
     EvaluationTracker,
-    _as_dataset,
-    _data_tags,
+    as_dataset,
     data_file,
+    data_tags,
     predict,
-    write_json,
 )
-from copilot.metrics import METRICS, Paired, as_mapping, decide_winner, paired_interval, score
+from copilot.evaluation.tasks import Champion, Task, write_tuned_task
 from copilot.strategies import make_strategy
-from copilot.tasks import Champion, Task, write_tuned_task
+from copilot.strategies.embeddings import EmbeddingCache
 
 
 @dataclass(frozen=True)
@@ -99,22 +100,21 @@ def _better(a: float | None, b: float | None, higher: bool) -> bool:
 
 def tune(
     task: Task, *, train: Any, dev: Any, out_dir: str | os.PathLike[str],
-    tracker: EvaluationTracker | None = None, progress: bool = True,
+    tracker: EvaluationTracker | None = None, progress: bool = True, embedding_cache: EmbeddingCache | None = None,
 ) -> TuningResult:
-    """Search every strategy's grid on dev per chatbot and pick each chatbot's champion by the W5 rule.
+    """Search every strategy's grid on dev per chatbot and pick each chatbot's champion: a challenger
+    replaces the global strategy only if its paired interval on that chatbot's dev turns excludes 0.
 
     Writes ``tuning.json`` (per chatbot: every candidate's scores with intervals, each strategy's best, the
     decisions against the champion with their paired intervals, the champion and why; the global strategy and
     the champions' combined dev score against it) and ``leaderboard.csv`` (one row per chatbot and candidate,
-    plus ``overall``) into ``out_dir``.
+    plus ``overall``) into ``out_dir``. Sentence vectors are kept in ``embedding_cache`` (None: in memory).
     """
-    from copilot.tracking import git_commit
-
     say: Callable[[str], None] = (lambda m: print(m, file=sys.stderr)) if progress else (lambda m: None)
     metric = task.selection_metric
     higher = METRICS.get(metric).higher_is_better
     report_metrics = list(dict.fromkeys([metric, "recall@1", "recall@3", "mrr", "coverage"]))
-    train_ds, dev_ds = task.restrict(_as_dataset(train)), task.restrict(_as_dataset(dev))
+    train_ds, dev_ds = task.restrict(as_dataset(train)), task.restrict(as_dataset(dev))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -123,7 +123,7 @@ def tune(
     started = time.perf_counter()
     for spec in task.strategies:
         for params in spec.grid_points() or [dict(spec.params)]:
-            strategy = make_strategy(spec.name, params)
+            strategy = make_strategy(spec.name, params).use_embedding_cache(embedding_cache)
             key = strategy.describe()
             if any(c.key == key for c in candidates):  # the same setting reached by two entries: fit once
                 continue
@@ -214,7 +214,7 @@ def tune(
     report = {
         "task": task.name, "task_path": str(task.path) if task.path else None, "selection_metric": metric,
         "higher_is_better": higher, "n_boot": task.n_boot, "seed": task.seed, "commit": git_commit(),
-        **_data_tags(train, "train"), **_data_tags(dev, "dev"), "search_seconds": round(search_s, 2),
+        **data_tags(train, "train"), **data_tags(dev, "dev"), "search_seconds": round(search_s, 2),
         "scoring_seconds": round(scoring_s, 2),
         "candidates": [{"candidate": c.key, "strategy_id": c.strategy_id, "strategy": c.name,
                         "params": dict(c.params)} for c in candidates],
@@ -223,7 +223,7 @@ def tune(
         CHAMPIONS: {"dev": combo_scores, "vs_global": as_mapping(vs_global)},
         "per_chatbot": bots_report,
     }
-    write_json(out / "tuning.json", json.loads(json.dumps(report, default=str)))
+    write_json(out / "tuning.json", json.loads(json.dumps(report, default=str)), allow_nan=False)
 
     rows = []
     for bot, scores_of in [("overall", overall), *((b, per_bot[b]) for b in sorted(per_bot))]:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 
-from copilot.records import Dataset, load_dataset, save_dataset
+from copilot.data.records import Dataset, load_dataset, save_dataset
 
 
 def import_jsonl(source: str | os.PathLike[str], out: str | os.PathLike[str]) -> Dataset:
-    """Validate ``source`` and write it, normalised, to ``out``. Raises :class:`copilot.records.DatasetError`."""
+    """Validate ``source`` and write it, normalised, to ``out``. Raises :class:`copilot.data.records.DatasetError`."""
     dataset = load_dataset(source)
     save_dataset(dataset, out)
     return dataset

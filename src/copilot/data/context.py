@@ -14,8 +14,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from copilot.protocol import KIND_MESSAGE
-from copilot.records import Conversation, Role
+from copilot.data.records import Conversation, Role
+from copilot.live.protocol import KIND_MESSAGE
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,21 @@
 """docs/results.md, regenerated from evaluation runs (``copilot results --runs DIR... --out docs/results.md``).
 
-Each run folder is what :func:`copilot.evaluation.run` wrote: ``summary.json`` (the scores) and ``run.json``
+Each run folder is what :func:`copilot.evaluation.runs.run` wrote: ``summary.json`` (the scores) and ``run.json``
 (task, data files and hashes, commit, strategies and settings). The page is never typed by hand: every figure in
 it comes from those files.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from copilot.evaluation import CHAMPIONS
-from copilot.metrics import METRICS
+from copilot._io import read_json, write_text_atomic
+from copilot.evaluation.metrics import METRICS
+from copilot.evaluation.runs import CHAMPIONS
 
 COLUMNS = ("recall@1", "recall@3", "recall@5", "mrr")
 SEMANTIC = ("semantic@1", "semantic@3")  # shown when the run computed them (free-typed turns)
@@ -52,8 +52,8 @@ def run_section(run_dir: str | os.PathLike[str]) -> str:
     """The markdown of one evaluation run: data and commit, every strategy overall with intervals, the
     champions line, and every chatbot."""
     folder = Path(run_dir)
-    summary = json.loads((folder / "summary.json").read_text())
-    meta = json.loads((folder / "run.json").read_text()) if (folder / "run.json").exists() else {}
+    summary = read_json(folder / "summary.json")
+    meta = read_json(folder / "run.json") if (folder / "run.json").exists() else {}
     metric = meta.get("selection_metric", "recall@1")
     overall = summary["overall"]
     order = _order(overall, metric)
@@ -125,7 +125,4 @@ def render_results(runs: Sequence[str | os.PathLike[str]]) -> str:
 
 def write_results(runs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]) -> Path:
     """Write :func:`render_results` to ``out`` (default docs/results.md in the CLI)."""
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_results(runs))
-    return path
+    return write_text_atomic(out, render_results(runs))

@@ -1,7 +1,7 @@
 """Handoff protocol v1: the names and limits shared by the server, the replay clients and the console.
 
 The whole contract is docs/protocol.md. This module holds only constants, so that the server
-(``handoff``) and its clients (``copilot.replay``, tests, tools) cannot drift apart on a name.
+(``handoff``) and its clients (``copilot.live.replay``, tests, tools) cannot drift apart on a name.
 """
 
 from __future__ import annotations

@@ -38,8 +38,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from copilot.protocol import MAX_TEXT_CHARS
-from copilot.records import Chatbot, Dataset, parse_conversation
+from copilot.data.records import Chatbot, Dataset, parse_conversation
+from copilot.live.protocol import MAX_TEXT_CHARS
 
 # The pinned public release (SOURCE.md): only downloaded when a user asks for it explicitly.
 STAR_COMMIT = "3058975092cdd09798e4a3a9e4ae135755824545"
@@ -113,14 +113,14 @@ class ImportReport:
 
 
 def resolve_star_dir(source: str | os.PathLike[str] | None) -> Path:
-    """The STAR folder: ``source`` if given, else ``$COPILOT_STAR_DIR``. Raises with a clear message otherwise."""
-    value = source if source is not None else os.environ.get("COPILOT_STAR_DIR")
-    if not value:
+    """The STAR folder ``source`` (the caller's ``--source`` or ``Settings.star_dir``), checked; raises with a clear
+    message when there is none."""
+    if not source:
         raise FileNotFoundError(
             "no STAR folder given: pass --source DIR or set COPILOT_STAR_DIR "
             "(or fetch the public release once with `copilot import star --download DIR`)"
         )
-    path = Path(value)
+    path = Path(source)
     if not path.is_dir():
         raise FileNotFoundError(f"STAR folder not found: {path}")
     return path

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
-from copilot.protocol import CONSOLE_PATH, WIDGET_PATH
+from copilot.live.protocol import CONSOLE_PATH, WIDGET_PATH
 
 
 @dataclass(frozen=True)

@@ -8,17 +8,18 @@ the line and the field.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from copilot.protocol import MAX_TEXT_CHARS
+from copilot._io import write_lines_atomic
+from copilot.live.protocol import MAX_TEXT_CHARS
 
 Role = Literal["customer", "bot", "agent"]
 Outcome = Literal["handed_back", "resolved", "abandoned"]
@@ -355,6 +356,14 @@ def parse_chatbot(raw: Mapping[str, Any], line: int = 0) -> tuple[Chatbot | None
     return Chatbot(chatbot=chatbot, responses=dict(responses), meta=meta), []  # type: ignore[arg-type]
 
 
+def _again(seen: dict[str, int], key: str, line: int, field_path: str, verb: str) -> Problem | None:
+    """The problem of ``key`` met on an earlier line; otherwise None, and ``key`` is recorded as met on ``line``."""
+    if key in seen:
+        return Problem(line, field_path, f"{key!r} {verb} again (first on line {seen[key]})")
+    seen[key] = line
+    return None
+
+
 def parse_lines(lines: Iterable[str]) -> tuple[Dataset, list[Problem]]:
     """Parse and validate JSON Lines text. Collects every problem instead of stopping at the first."""
     dataset = Dataset()
@@ -378,25 +387,19 @@ def parse_lines(lines: Iterable[str]) -> tuple[Dataset, list[Problem]]:
             bot, found = parse_chatbot(raw, number)
             problems.extend(found)
             if bot is not None:
-                if bot.chatbot in seen_bot:
-                    problems.append(
-                        Problem(number, "chatbot", f"{bot.chatbot!r} is declared again (first on line "
-                                f"{seen_bot[bot.chatbot]})")
-                    )
+                again = _again(seen_bot, bot.chatbot, number, "chatbot", "is declared")
+                if again is not None:
+                    problems.append(again)
                 else:
-                    seen_bot[bot.chatbot] = number
                     dataset.chatbots[bot.chatbot] = bot
         elif kind == "conversation":
             conv, found = parse_conversation(raw, number)
             problems.extend(found)
             if conv is not None:
-                if conv.conversation_id in seen_conv:
-                    problems.append(
-                        Problem(number, "conversation_id", f"{conv.conversation_id!r} appears again (first on "
-                                f"line {seen_conv[conv.conversation_id]})")
-                    )
+                again = _again(seen_conv, conv.conversation_id, number, "conversation_id", "appears")
+                if again is not None:
+                    problems.append(again)
                 else:
-                    seen_conv[conv.conversation_id] = number
                     dataset.conversations.append(conv)
                     conv_lines.append(number)
         else:
@@ -423,8 +426,6 @@ def load_dataset(path: str | os.PathLike[str]) -> Dataset:
     if not path.exists():
         raise DatasetError(path, [Problem(0, "", "file not found")])
     if path.suffix == ".gz":
-        import gzip
-
         with gzip.open(path, "rt", encoding="utf-8") as fh:
             dataset, problems = parse_lines(fh)
     else:
@@ -443,25 +444,6 @@ def iter_lines(dataset: Dataset) -> Iterator[str]:
         yield json.dumps(conv.to_json(), ensure_ascii=False, sort_keys=False)
 
 
-def write_atomic(path: str | os.PathLike[str], lines: Iterable[str]) -> None:
-    """Write lines to a temporary file beside ``path`` and rename it over ``path``: all or nothing."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for line in lines:
-                fh.write(line)
-                fh.write("\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the mode a plain open() would
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def save_dataset(dataset: Dataset, path: str | os.PathLike[str]) -> None:
     """Write ``dataset`` as JSON Lines to ``path`` atomically (a reader never sees half a file)."""
-    write_atomic(path, iter_lines(dataset))
+    write_lines_atomic(path, iter_lines(dataset))

@@ -1,4 +1,4 @@
-"""Experiment tracking through a small protocol; MLflow is the implementation (W6).
+"""Experiment tracking through a small protocol; MLflow is the implementation.
 
 Layout in MLflow: one experiment per chatbot (``copilot/<chatbot>``), one run per strategy and settings, with the
 strategy's params, the metrics with their interval bounds, the per-turn predictions as a table artifact, plots as
@@ -8,13 +8,11 @@ Evaluation, tuning and replay take an optional :class:`Tracker`; they log only w
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -23,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse
+
+from copilot._io import file_sha256, git_commit, write_json
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -87,6 +87,8 @@ class MlflowTracker:
     """
 
     def __init__(self, tracking_uri: str, artifact_root: str | Path | None = None):
+        # MLflow (seconds to import) loads with the first tracker: the command line, the demo and the notebooks
+        # import this module for names and the UI command alone.
         from mlflow import MlflowClient
 
         self.tracking_uri = tracking_uri
@@ -162,7 +164,7 @@ def _write_artifacts(folder: Path, record: RunRecord) -> None:
     for name, figure in record.figures.items():
         figure.savefig(target(name), dpi=100, bbox_inches="tight")
     for name, document in record.documents.items():
-        target(name).write_text(json.dumps(document, indent=2, sort_keys=True, default=str) + "\n")
+        write_json(target(name), document, sort_keys=True)
     for name, source in record.files.items():
         shutil.copyfile(source, target(name))
 
@@ -176,35 +178,13 @@ def _default_artifact_root(tracking_uri: str) -> Path | None:
     return None
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """The hash of a data file, logged as a tag so a run names exactly the data it saw."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def git_commit(root: str | Path | None = None) -> str:
-    """The checkout's commit (with ``-dirty`` when it has uncommitted changes), or ``unknown`` outside git."""
-    try:
-        cwd = str(root) if root else None
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
-                                check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{commit}-dirty" if dirty else commit
-
-
 STAGES = ("evaluate", "tune", "replay")
 METRICS_TABLE = "predictions.json"  # a chatbot's turns: small, and the UI shows a .json table as a table
 OVERALL_TABLE = "predictions.parquet"  # every chatbot's turns: compact
 
 
 class WorkbenchTracker:
-    """Logs what the workbench produces to a :class:`Tracker` in the layout of W6.
+    """Logs what the workbench produces to a :class:`Tracker` in the layout of the module docstring.
 
     One run per (chatbot, strategy) in experiment ``copilot/<chatbot>``, and one run per strategy over all chatbots
     in ``copilot/_all-chatbots``. Each run has the strategy's params, the summary's metrics with their interval
@@ -229,7 +209,7 @@ class WorkbenchTracker:
         """Log an evaluation (or a tuning or a replay: ``stage``); returns the ids of the runs, per chatbot first.
 
         Args:
-            frame: the per-turn predictions table (:mod:`copilot.predictions`), every chatbot and strategy.
+            frame: the per-turn predictions table (:mod:`copilot.data.predictions`), every chatbot and strategy.
             summary: ``{"overall": {strategy: metrics}, "per_chatbot": {chatbot: {strategy: metrics}}}``.
             params_by_strategy: each strategy's ``get_params()``; a strategy missing here (e.g. ``champions``)
                 is logged without params.
@@ -295,7 +275,8 @@ class WorkbenchTracker:
 
 def _save(folder: Path, figures: Mapping[str, Figure]) -> dict[str, Path]:
     """Draw each figure once into ``folder``; returns artifact path -> file."""
-    from copilot import plots
+    # matplotlib loads only when plots are drawn: the server imports this module (through serving.export).
+    from copilot.report import plots
 
     folder.mkdir(parents=True, exist_ok=True)
     files = {}
@@ -308,7 +289,7 @@ def _save(folder: Path, figures: Mapping[str, Figure]) -> dict[str, Path]:
 
 def _chatbot_plots(folder: Path, chatbot: str, rows: pd.DataFrame, metrics: Mapping[str, Any]) -> dict[str, Path]:
     """The plots every run of one chatbot carries: its strategies side by side."""
-    from copilot import plots
+    from copilot.report import plots  # lazy, as in _save
 
     figures: dict[str, Figure] = {}
     if len(rows):
@@ -320,7 +301,7 @@ def _chatbot_plots(folder: Path, chatbot: str, rows: pd.DataFrame, metrics: Mapp
 
 
 def _overall_plots(folder: Path, frame: pd.DataFrame, summary: Mapping[str, Any]) -> dict[str, Path]:
-    from copilot import plots
+    from copilot.report import plots  # lazy, as in _save
 
     figures: dict[str, Figure] = {}
     if len(frame):

@@ -1,4 +1,5 @@
-"""Metrics over the per-turn predictions table (:mod:`copilot.predictions`), with bootstrap intervals (W4).
+"""Metrics over the per-turn predictions table (:mod:`copilot.data.predictions`), with bootstrap intervals
+resampled by conversation.
 
 Every metric is registered in :data:`METRICS` with ``higher_is_better``; winner selection reads only that flag.
 A metric turns the table into one value per turn and a mask of the turns it counts:
@@ -8,7 +9,7 @@ A metric turns the table into one value per turn and a mask of the turns it coun
 - ``mrr``: over labelled agent turns, 1 / rank of the truth label among ``suggested_labels`` (0 when absent).
 - ``semantic@k`` (k = 1, 3): over free-typed agent turns (``truth_label`` None), 1 when one of the first k
   suggested texts has MiniLM cosine >= :data:`SEMANTIC_THRESHOLD` (0.7) with what the agent really sent. Needs an
-  :class:`~copilot.embeddings.Embedder`; computed only when asked for.
+  :class:`~copilot.strategies.embeddings.Embedder`; computed only when asked for.
 - ``coverage``: over all agent turns, 1 when there is at least one suggestion.
 - ``tokens``: over all agent turns, the mean LLM tokens per turn.
 - ``latency_p50``, ``latency_p95``: percentiles of ``latency_ms`` over all agent turns (no interval).
@@ -36,7 +37,7 @@ import pandas as pd
 from copilot.registry import Registry
 
 if TYPE_CHECKING:
-    from copilot.embeddings import Embedder
+    from copilot.strategies.embeddings import Embedder
 
 SEMANTIC_THRESHOLD = 0.7
 CONFIDENCE = 0.95
@@ -126,7 +127,7 @@ def semantic_hits(
 def _semantic(k: int) -> TurnValues:
     def values(frame: pd.DataFrame, embedder: Embedder | None) -> tuple[np.ndarray, np.ndarray]:
         if embedder is None:
-            raise ValueError(f"semantic@{k} needs an embedder (copilot.embeddings.Embedder)")
+            raise ValueError(f"semantic@{k} needs an embedder (copilot.strategies.embeddings.Embedder)")
         mask = ~_labelled(frame)
         out = np.zeros(len(frame))
         idx = np.flatnonzero(mask)
@@ -317,7 +318,7 @@ def summarize(
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Paired comparison and the W5 rule
+# Paired comparison and the champion rule
 
 
 @dataclass(frozen=True)
@@ -374,7 +375,8 @@ def paired_comparison(
 
 @dataclass(frozen=True)
 class Decision:
-    """Outcome of the W5 rule: whether the challenger replaces the champion, the paired interval, and why."""
+    """Outcome of the champion rule (:func:`decide_winner`): whether the challenger replaces the champion, the
+    paired interval, and why."""
 
     switch: bool
     paired: Paired
@@ -385,7 +387,7 @@ def decide_winner(
     champion_scores: Sequence[float] | np.ndarray, challenger_scores: Sequence[float] | np.ndarray,
     conversations: Sequence[Any] | np.ndarray, *, higher_is_better: bool = True, n_boot: int = 1000, seed: int = 0,
 ) -> Decision:
-    """The W5 rule: the challenger replaces the champion only when the paired bootstrap interval of
+    """The champion rule: the challenger replaces the champion only when the paired bootstrap interval of
     (challenger − champion), resampled by conversation, lies strictly on the better side of 0.
 
     Args:

@@ -1,8 +1,8 @@
-"""The report for product (W9): one static HTML page, ``index.html``, readable without a server or the internet.
+"""The report for product: one static HTML page, ``index.html``, readable without a server or the internet.
 
 Sections: the per-chatbot leaderboard with intervals (tables and a faceted interval plot), each chatbot's champion
 against the global strategy, suggestion latency distributions (offline, and through the live server in the
-replay), and the handoff timings of the replay. Plots come from :mod:`copilot.plots` and are embedded as PNG data
+replay), and the handoff timings of the replay. Plots come from :mod:`copilot.report.plots` and are embedded as PNG data
 URIs, so the page is one file that can be mailed or attached. Any input may be missing; its section then says
 what to pass.
 
@@ -24,8 +24,8 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from copilot import plots
-from copilot.tracking import file_sha256
+from copilot._io import file_sha256, write_text_atomic
+from copilot.report import plots
 
 METRICS = ("recall@1", "recall@3", "recall@5", "mrr")
 SECTIONS = {
@@ -101,11 +101,7 @@ def write_report(out_dir: str | Path, *, summary: Mapping[str, Any], predictions
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
             f"<title>{_e(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
             + "\n".join(body) + "\n</body>\n</html>\n")
-    path = out / "index.html"
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)  # a reader never sees half a page
-    return path
+    return write_text_atomic(out / "index.html", page)  # a reader never sees half a page
 
 
 def _e(value: Any) -> str:

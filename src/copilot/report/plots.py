@@ -1,4 +1,4 @@
-"""The workbench's plots (W9), as matplotlib Figures: the HTML report embeds them, the tracker logs them to MLflow
+"""The workbench's plots, as matplotlib Figures: the HTML report embeds them, the tracker logs them to MLflow
 and a notebook shows them as they are.
 
 Every function returns a new :class:`~matplotlib.figure.Figure` built with the object API (never ``pyplot``'s
@@ -7,7 +7,7 @@ caller closes nothing. :func:`png` turns a figure into PNG bytes.
 
 Inputs are the shapes the other parts produce: the evaluation summary (``{"overall": {strategy: metrics},
 "per_chatbot": {chatbot: {strategy: metrics}}}``, metrics such as ``recall@1`` with ``recall@1_low`` and
-``recall@1_high``), the per-turn predictions table (:mod:`copilot.predictions`), the replay's handoff timings and a
+``recall@1_high``), the per-turn predictions table (:mod:`copilot.data.predictions`), the replay's handoff timings and a
 champion-vs-global table.
 """
 
