@@ -83,9 +83,10 @@ class Settings:
             (``HANDOFF_MLFLOW_TRACKING_URI``, else ``MLFLOW_TRACKING_URI``); None: no champions.
         champion_refresh_s: a bot's ``champion`` alias is read again at most this often, so a moved alias is
             served without a restart.
-        embedding_cache_dir: the workbench's on-disk MiniLM cache (``copilot.strategies.embeddings``) for champions that embed
-            text; None embeds in memory. Sharing the workbench's cache makes the server embed a text exactly as
-            the offline evaluation did (a vector computed alone and in a batch can differ in the last bits).
+        embedding_cache_dir: the workbench's on-disk MiniLM cache (``copilot.strategies.embeddings``) for champions
+            that embed text; None embeds in memory. Sharing the workbench's cache makes the server embed a text
+            exactly as the offline evaluation did (a vector computed alone and in a batch can differ in the last
+            bits).
         webhook_timeout_s, webhook_max_attempts, webhook_backoff_s, webhook_backoff_max_s, webhook_poll_s:
             hand-back webhook delivery (see handoff.webhooks).
         webhook_secret: when set, each webhook carries ``X-Handoff-Signature: sha256=<HMAC of the body>``.

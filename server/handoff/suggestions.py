@@ -63,8 +63,11 @@ def load_provider(spec: str | None, settings: Settings) -> SuggestionProvider:
     """
     if spec is None:
         if settings.mlflow_tracking_uri:
-            from handoff.champions import make_champion_provider
-
+            try:  # MLflow and the strategies come with the ``serving`` extra, not with the server alone
+                from handoff.champions import make_champion_provider
+            except ImportError as exc:
+                raise SettingsError(f"serving champions from {settings.mlflow_tracking_uri} needs the serving extra "
+                                    f"(pip install 'copilot-handoff[serving]'): {exc}") from exc
             return make_champion_provider(settings)
         return NoSuggestions()
     module_name, sep, attr = spec.partition(":")

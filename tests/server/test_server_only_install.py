@@ -4,6 +4,8 @@ started from it passes the whole conversation lifecycle against this test's clie
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import venv
 from collections.abc import AsyncIterator, Iterator
@@ -23,11 +25,19 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def server_python(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The Python of a new virtual environment with the project installed with the ``server`` extra only."""
-    where = tmp_path_factory.mktemp("server-only") / "venv"
+    folder = tmp_path_factory.mktemp("server-only")
+    # Built from a copy, so the build leaves nothing in the checkout.
+    source = folder / "source"
+    source.mkdir()
+    for part in ("pyproject.toml", "README.md", "src", "server"):
+        copy = shutil.copytree if (ROOT / part).is_dir() else shutil.copy2
+        copy(ROOT / part, source / part, **({"ignore": shutil.ignore_patterns("__pycache__", "*.egg-info")}
+                                            if (ROOT / part).is_dir() else {}))
+    where = folder / "venv"
     venv.create(where, with_pip=True)
     python = str(where / "bin" / "python")
     done = subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                           f"{ROOT}[server]"], capture_output=True, text=True, timeout=900)
+                           f"{source}[server]"], capture_output=True, text=True, timeout=900)
     if done.returncode != 0:
         raise AssertionError(f"pip install .[server] failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     yield python
@@ -42,6 +52,15 @@ def test_the_server_extra_pulls_no_workbench_dependency(server_python: str) -> N
                    check=True, capture_output=True, text=True)
 
 
+def test_asking_a_server_only_install_for_champions_says_what_to_install(server_python: str, tmp_path: Path) -> None:
+    done = subprocess.run([server_python, "-m", "handoff", "serve", "--port", "0"], capture_output=True, text=True,
+                          timeout=120, env={"HANDOFF_DATABASE_URL": f"sqlite:///{tmp_path / 'h.db'}",
+                                            "HANDOFF_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+                                            "PATH": os.environ.get("PATH", "")})
+    assert done.returncode != 0
+    assert "pip install 'copilot-handoff[serving]'" in done.stderr + done.stdout
+
+
 @pytest.fixture
 async def receiver() -> AsyncIterator[WebhookReceiver]:
     hook = await WebhookReceiver().start()
@@ -51,7 +70,8 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
 
 async def test_a_server_only_install_passes_the_lifecycle(server_python: str, database_url: str,
                                                           receiver: WebhookReceiver) -> None:
-    process = serve_process(database_url, python=server_python)
+    # No tracking URI (the test session sets MLflow's for the workbench): this server serves no champions.
+    process = serve_process(database_url, python=server_python, env={"MLFLOW_TRACKING_URI": ""})
     try:
         async with aiohttp.ClientSession() as http:
             server = Server(process.url, None, http)

@@ -12,7 +12,7 @@ import numpy as np
 from copilot.data.context import Context, Suggestion
 from copilot.data.records import Dataset
 from copilot.strategies.base import Strategy, register_strategy
-from copilot.strategies.common import Reply, query_text, replies_by_chatbot, vote
+from copilot.strategies.common import Reply, query_text, replies_by_chatbot, responses_by_chatbot, vote
 
 
 def _tokenize(texts: list[str], stopwords: str | None) -> list[list[str]]:
@@ -49,7 +49,7 @@ class Bm25Strategy(Strategy):
             retriever.index(_tokenize(queries, self.stopwords), show_progress=False)
             index[bot] = (retriever, replies)
         self.index_ = index
-        self.responses_: Mapping[str, Mapping[str, str]] = {b: dict(data.responses(b)) for b in data.chatbot_ids()}
+        self.responses_: Mapping[str, Mapping[str, str]] = responses_by_chatbot(data)
         return self
 
     def suggest(self, context: Context, k: int = 3) -> list[Suggestion]:

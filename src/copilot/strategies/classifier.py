@@ -34,7 +34,7 @@ from sklearn.linear_model import LogisticRegression, SGDClassifier
 from copilot.data.context import Context, Suggestion
 from copilot.data.records import Dataset
 from copilot.strategies.base import Strategy, register_strategy
-from copilot.strategies.common import examples, query_text
+from copilot.strategies.common import examples, query_text, require_choice, responses_by_chatbot
 from copilot.strategies.embeddings import Embedder
 from copilot.strategies.masked import MaskedSoftmax
 
@@ -257,12 +257,10 @@ class ClassifierStrategy(Strategy):
         self.dropout = dropout
 
     def fit(self, data: Dataset) -> Self:
-        if self.scope not in SCOPES:
-            raise ValueError(f"scope must be one of {SCOPES}, not {self.scope!r}")
-        if self.model not in MODELS:
-            raise ValueError(f"model must be one of {MODELS}, not {self.model!r}")
+        require_choice("scope", self.scope, SCOPES)
+        require_choice("model", self.model, MODELS)
         self.embedder_ = Embedder(self._embedding_cache)
-        self.responses_: Mapping[str, Mapping[str, str]] = {b: dict(data.responses(b)) for b in data.chatbot_ids()}
+        self.responses_: Mapping[str, Mapping[str, str]] = responses_by_chatbot(data)
         by_bot: dict[str, tuple[list[Context], list[str]]] = {}
         for ex in examples(data):
             if ex.label is not None and ex.label in self.responses_.get(ex.chatbot, {}):

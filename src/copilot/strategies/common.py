@@ -11,6 +11,17 @@ from copilot.data.context import Context, Suggestion, contexts_for
 from copilot.data.records import Dataset
 
 
+def responses_by_chatbot(data: Dataset) -> dict[str, Mapping[str, str]]:
+    """Each chatbot's response set (label -> template text), as a strategy keeps it after fitting."""
+    return {b: dict(data.responses(b)) for b in data.chatbot_ids()}
+
+
+def require_choice(setting: str, value: str, choices: Sequence[str]) -> None:
+    """Raise ValueError naming the setting unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{setting} must be one of {tuple(choices)}, not {value!r}")
+
+
 @dataclass(frozen=True)
 class Example:
     """One recorded agent reply and the context it answered."""

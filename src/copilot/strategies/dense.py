@@ -11,7 +11,7 @@ import numpy as np
 from copilot.data.context import Context, Suggestion
 from copilot.data.records import Dataset
 from copilot.strategies.base import Strategy, register_strategy
-from copilot.strategies.common import Reply, query_text, replies_by_chatbot, vote
+from copilot.strategies.common import Reply, query_text, replies_by_chatbot, responses_by_chatbot, vote
 from copilot.strategies.embeddings import Embedder
 
 
@@ -44,7 +44,7 @@ class DenseStrategy(Strategy):
         for bot, (queries, replies) in by_bot.items():
             self.index_[bot] = (vectors[start:start + len(queries)], replies)
             start += len(queries)
-        self.responses_: Mapping[str, Mapping[str, str]] = {b: dict(data.responses(b)) for b in data.chatbot_ids()}
+        self.responses_: Mapping[str, Mapping[str, str]] = responses_by_chatbot(data)
         return self
 
     def _rank(self, context: Context, query: np.ndarray, k: int) -> list[Suggestion]:

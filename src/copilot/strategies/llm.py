@@ -26,7 +26,7 @@ from openai import OpenAI
 from copilot.data.context import Context, Suggestion
 from copilot.data.records import Dataset
 from copilot.strategies.base import Strategy, register_strategy
-from copilot.strategies.common import examples, query_text
+from copilot.strategies.common import examples, query_text, require_choice, responses_by_chatbot
 from copilot.strategies.tfidf import TfidfStrategy
 
 MODES = ("labels", "free_text")
@@ -98,9 +98,8 @@ class LlmStrategy(Strategy):
 
     # -- learning ---------------------------------------------------------------------------------------------
     def fit(self, data: Dataset) -> Self:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, not {self.mode!r}")
-        self.responses_: Mapping[str, Mapping[str, str]] = {b: dict(data.responses(b)) for b in data.chatbot_ids()}
+        require_choice("mode", self.mode, MODES)
+        self.responses_: Mapping[str, Mapping[str, str]] = responses_by_chatbot(data)
         self.retriever_ = TfidfStrategy(window=1).fit(data)
         shots: dict[str, list[tuple[str, str | None, str]]] = {}
         for ex in examples(data):

@@ -10,7 +10,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from copilot.data.context import Context, Suggestion
 from copilot.data.records import Dataset
 from copilot.strategies.base import Strategy, register_strategy
-from copilot.strategies.common import query_text, replies_by_chatbot, vote
+from copilot.strategies.common import query_text, replies_by_chatbot, responses_by_chatbot, vote
 
 
 @register_strategy
@@ -37,7 +37,7 @@ class TfidfStrategy(Strategy):
         for bot, (queries, replies) in replies_by_chatbot(data, self.window).items():
             vectorizer = TfidfVectorizer(ngram_range=(1, self.ngram_max), sublinear_tf=self.sublinear_tf)
             self.index_[bot] = (vectorizer, vectorizer.fit_transform(queries), replies)
-        self.responses_: Mapping[str, Mapping[str, str]] = {b: dict(data.responses(b)) for b in data.chatbot_ids()}
+        self.responses_: Mapping[str, Mapping[str, str]] = responses_by_chatbot(data)
         return self
 
     def suggest(self, context: Context, k: int = 3) -> list[Suggestion]:
