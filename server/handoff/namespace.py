@@ -96,9 +96,11 @@ class HandoffNamespace(socketio.AsyncNamespace):
 
     # -- dispatch -------------------------------------------------------------------------------------------
     async def trigger_event(self, event: str, *args: Any) -> Any:
-        if event in ("connect", "disconnect"):
-            return await super().trigger_event(event, *args)
         sid = args[0]
+        # The transport's own connect and disconnect run while python-socketio holds the socket as connecting or
+        # disconnecting; a client that sends an event of that name is connected, and gets the unknown-event refusal.
+        if event in ("connect", "disconnect") and not self.server.manager.is_connected(sid, NAMESPACE):
+            return await super().trigger_event(event, *args)
         try:
             if event not in CLIENT_EVENTS:
                 raise HandoffError(ERR_INVALID_PAYLOAD, f"unknown event {str(event)[:80]!r}; the events are "

@@ -49,6 +49,16 @@ MAX_NAME_CHARS = 200
 MAX_CUSTOMER_JSON_KEYS = 50
 MAX_TRANSCRIPT_TURNS = 1000
 MAX_SUBSCRIPTION_CHARS = 8000
+MAX_SAFE_INTEGER = 2**53  # a JSON number every client reads exactly
+
+
+def _is_unicode(text: str) -> bool:
+    """Whether ``text`` can be stored and sent as UTF-8 (JSON's ``\ud800`` escapes decode to lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def invalid(message: str) -> HandoffError:
@@ -85,6 +95,8 @@ class Fields:
                                      f"at most {max_chars} are allowed", limit=max_chars)
         if not blank and not value.strip():
             raise invalid(f"{self.what}: '{name}' must not be empty")
+        if not _is_unicode(value):
+            raise invalid(f"{self.what}: '{name}' is not valid Unicode (it holds a lone surrogate)")
         if pattern is not None and not pattern.match(value):
             raise invalid(f"{self.what}: '{name}' {value[:80]!r} does not match {pattern.pattern}")
         return value
@@ -108,8 +120,8 @@ class Fields:
             return None
         if isinstance(value, bool) or not isinstance(value, int):
             raise invalid(f"{self.what}: '{name}' must be an integer, not {value!r}")
-        if value < minimum:
-            raise invalid(f"{self.what}: '{name}' must be >= {minimum}, not {value}")
+        if not minimum <= value <= MAX_SAFE_INTEGER:
+            raise invalid(f"{self.what}: '{name}' must be between {minimum} and 2^53, not {value}")
         return value
 
     def raw(self, name: str, *, required: bool = True) -> Any:
@@ -440,8 +452,8 @@ def status_filter(value: str | None) -> str:
 def after_seq(value: str | None) -> int:
     if value is None or value == "":
         return 0
-    if not value.isdigit():
-        raise invalid(f"'after_seq' must be a non-negative integer, not {value[:40]!r}")
+    if not (value.isascii() and value.isdigit()) or len(value) > 16 or int(value) > MAX_SAFE_INTEGER:
+        raise invalid(f"'after_seq' must be an integer between 0 and 2^53, not {value[:40]!r}")
     return int(value)
 
 

@@ -35,7 +35,15 @@ from handoff.store.rows import (
     event_wire,
     now_iso,
 )
-from handoff.store.schema import conversations, escalations, events, suggestion_feedback, suggestions, webhook_outbox
+from handoff.store.schema import (
+    MAX_SEQ,
+    conversations,
+    escalations,
+    events,
+    suggestion_feedback,
+    suggestions,
+    webhook_outbox,
+)
 
 
 class Conversations(Repository):
@@ -132,7 +140,8 @@ class Events(Repository):
                     hide_tools: bool = False) -> list[dict[str, Any]]:
         """Stored events with ``after_seq < seq [<= upto_seq]``, in order; ``hide_tools``: without tool events (what
         a customer may see)."""
-        cond = and_(events.c.conversation_id == conversation_id, events.c.seq > after_seq)
+        # seq is a 32-bit column: past its largest value there is nothing to find (PostgreSQL refuses a bigger bound).
+        cond = and_(events.c.conversation_id == conversation_id, events.c.seq > min(after_seq, MAX_SEQ))
         if upto_seq is not None:
             cond = and_(cond, events.c.seq <= upto_seq)
         if hide_tools:

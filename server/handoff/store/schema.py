@@ -24,6 +24,7 @@ ID = String(200)
 TIME = String(40)  # ISO 8601 in UTC, e.g. 2025-01-31T12:00:00.123Z: exact round trip on every database
 
 metadata = MetaData()
+MAX_SEQ = 2**31 - 1  # the largest per-conversation seq an Integer column holds on every database
 
 bots = Table(
     "bots", metadata,
