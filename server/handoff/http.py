@@ -141,6 +141,8 @@ class HttpApi:
         if scheme.lower() != "bearer" or not token.strip():
             raise HandoffError(ERR_UNAUTHORIZED, "send 'Authorization: Bearer <credential>'")
         token = token.strip()
+        if not payloads.is_unicode(token):  # bytes that are not UTF-8 (aiohttp keeps them as lone surrogates)
+            raise HandoffError(ERR_UNAUTHORIZED, "unknown credential")
         wait = self.buckets.take(hash_token(token), self.clock())
         if wait > 0:
             raise HandoffError(ERR_RATE_LIMITED, "too many requests with this credential; slow down",

@@ -52,7 +52,7 @@ MAX_SUBSCRIPTION_CHARS = 8000
 MAX_SAFE_INTEGER = 2**53  # a JSON number every client reads exactly
 
 
-def _is_unicode(text: str) -> bool:
+def is_unicode(text: str) -> bool:
     """Whether ``text`` can be stored and sent as UTF-8 (JSON's ``\ud800`` escapes decode to lone surrogates)."""
     try:
         text.encode("utf-8")
@@ -95,7 +95,7 @@ class Fields:
                                      f"at most {max_chars} are allowed", limit=max_chars)
         if not blank and not value.strip():
             raise invalid(f"{self.what}: '{name}' must not be empty")
-        if not _is_unicode(value):
+        if not is_unicode(value):
             raise invalid(f"{self.what}: '{name}' is not valid Unicode (it holds a lone surrogate)")
         if pattern is not None and not pattern.match(value):
             raise invalid(f"{self.what}: '{name}' {value[:80]!r} does not match {pattern.pattern}")

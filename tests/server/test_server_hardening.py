@@ -4,7 +4,9 @@ and texts that are not valid Unicode. Each gets a clear error (or an empty answe
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
+from urllib.parse import urlsplit
 
 from handoff_testing import Server, parts
 
@@ -66,3 +68,15 @@ async def test_texts_with_a_lone_surrogate_are_invalid_payloads(server: Server) 
         data='{"transcript": [{"role": "customer", "text": "x\\ud800"}]}')
     assert status == 400 and body["error"]["code"] == ERR_INVALID_PAYLOAD
     assert await stored(server, cid) == []
+
+
+async def test_a_bearer_token_that_is_not_text_is_unauthorized(server: Server) -> None:
+    host, port = urlsplit(server.url).hostname, urlsplit(server.url).port
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(b"GET /api/v1/agents/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\x80abc\r\n"
+                 b"Connection: close\r\n\r\n")
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 401") and b'"unauthorized"' in body
