@@ -92,7 +92,7 @@ def test_generic_import_of_bad_input_lists_every_problem_and_writes_nothing(
     assert cli(["import", "jsonl", str(bad), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "line 6: outcome: is required" in err
-    assert "line 6: turns[0].role: must be one of customer, bot, agent, not 'robot'" in err
+    assert "line 6: turns[0].role: must be one of customer, bot, agent, tool, not 'robot'" in err
     assert "line 10: not valid JSON" in err
     assert out.read_text() == "previous content\n"  # nothing written
     assert list(tmp_path.glob(".out.jsonl.*")) == []  # and no temporary file left behind

@@ -97,7 +97,7 @@ DELETE = object()
         ("turns", [], "line 2: turns: must be a non-empty list"),
         ("turns", DELETE, "line 2: turns: is required"),
         ("turns.0", "hi", "line 2: turns[0]: must be an object, not str"),
-        ("turns.0.role", "wizard", "line 2: turns[0].role: must be one of customer, bot, agent, not 'wizard'"),
+        ("turns.0.role", "wizard", "line 2: turns[0].role: must be one of customer, bot, agent, tool, not 'wizard'"),
         ("turns.0.text", "", "line 2: turns[0].text: must not be empty"),
         ("turns.0.text", "x" * 10_001, "line 2: turns[0].text: holds 10001 characters; the limit is 10000"),
         ("turns.0.at", "yesterday", "line 2: turns[0].at: must be an ISO 8601 time with a time zone"),

@@ -40,12 +40,14 @@ MINI = [
     dialogue(7, ["weather", "bank"], [
         event("UserGuide", "instruct", "be polite"),
         event("User", "utter", "hi there", 1),
+        event("Wizard", "query", None, 1, APIName="weather", Constraints=[{"City": '"Paris"'}, {"Day": "3"}]),
+        event("KnowledgeBase", "return_item", None, 1, APIName="weather", TotalItems=0),
         event("Wizard", "request_suggestions", "hello!", 2),
         event("Wizard", "pick_suggestion", "Hello, how can I help?", 3, ActionLabel="hello",
               ActionLabelOptions=["hello", "bye"]),
         event("User", "utter", "what's the weather in Paris?", 4),
         event("Wizard", "query", None, 5, APIName="weather", Constraints=[]),
-        event("KnowledgeBase", "return_item", None, 6, Item={"Temp": 20}),
+        event("KnowledgeBase", "return_item", None, 6, Item={"APIName": "weather", "Temp": 20}, TotalItems=-1),
         event("Wizard", "request_suggestions", "its sunny", 7),
         event("Wizard", "request_suggestions", "It is sunny and 20 degrees", 8),
         event("Wizard", "pick_suggestion", "It is sunny in Paris.", 9, ActionLabel="weather_inform",
@@ -99,9 +101,16 @@ def test_mapping_rules_on_synthetic_dialogues(mini_star: Path) -> None:
     conv = dataset.conversations[0]
     assert conv.conversation_id == "star-7" and conv.chatbot == "bank+weather" and conv.outcome == "resolved"
     roles = [t.role for t in conv.turns]
-    assert roles == ["customer", "bot", "customer", "agent", "customer", "agent", "agent", "agent"]
-    assert conv.escalation_index == 3
-    hello, inform, _, typed, custom, bye = conv.turns[1], conv.turns[3], *conv.turns[4:]
+    assert roles == ["customer", "tool", "bot", "customer", "tool", "agent", "customer", "agent", "agent", "agent"]
+    assert conv.escalation_index == 4
+    # a lookup before the escalation is the bot's; one after it the agent's; the answer is the result
+    early, late = conv.turns[1], conv.turns[4]
+    assert early.by == "bot" and early.tool.request == {"City": "Paris", "Day": 3}
+    assert early.tool.result == {"items": [], "total": 0}
+    assert late.by == "agent" and late.tool.name == "weather" and late.tool.request == {}
+    assert late.tool.result == {"items": [{"Temp": 20}]} and late.at == "2020-09-13T12:26:45Z"
+    assert report.tool_turns == 2 and report.with_tool_turns == 1
+    hello, inform, _, typed, custom, bye = conv.turns[2], conv.turns[5], *conv.turns[6:]
     assert hello.label == "hello" and hello.options is None and hello.draft is None  # a bot turn: no screen
     assert inform.label == "weather_inform" and inform.options == ("weather_inform", "ask_location")
     assert inform.draft == "It is sunny and 20 degrees"  # the latest request_suggestions before the pick
@@ -123,7 +132,8 @@ def test_escalation_rule_is_configurable(mini_star: Path) -> None:
     dataset, report = import_star(mini_star, EscalationRule(after_customer_turns=1), progress=False)
     assert report.imported == 2
     first = {c.conversation_id: c for c in dataset.conversations}["star-7"]
-    assert first.escalation_index == 1 and first.turns[1].role == "agent"
+    assert first.escalation_index == 1 and first.turns[2].role == "agent"
+    assert first.turns[1].role == "tool" and first.turns[1].by == "agent"
     abandoned = {c.conversation_id: c for c in dataset.conversations}["star-9"]
     assert abandoned.outcome == "abandoned"
 
@@ -206,19 +216,55 @@ def test_real_dialogue_1_checked_by_hand(star) -> None:
     dataset, _ = star
     conv = {c.conversation_id: c for c in dataset.conversations}["star-1"]
     assert conv.chatbot == "doctor_followup" and conv.outcome == "resolved"
-    assert [t.role for t in conv.turns] == ["customer", "bot", "customer", "agent", "customer", "agent",
+    assert [t.role for t in conv.turns] == ["customer", "bot", "customer", "tool", "agent", "customer", "agent",
                                             "customer", "agent"]
     assert conv.escalation_index == 3  # after the customer's second message
     assert conv.turns[1].text == "Could I get your name, please?" and conv.turns[1].label == "ask_name"
-    inform = conv.turns[3]
+    # the wizard's query and the knowledge base's answer, one tool turn made by the agent
+    lookup = conv.turns[3]
+    assert lookup.by == "agent" and lookup.at == "2020-05-13T13:15:55Z"
+    assert lookup.tool is not None and lookup.tool.name == "doctor_followup"
+    assert lookup.tool.request == {"Name": 'api.is_equal_to("Dr. Johnson")', "PatientName": "Alexis"}
+    assert lookup.tool.result == {"items": [{"Message": "Take your medicine before you go to sleep. If you "
+                                             "experience nausea, please contact your doctor immediately."}]}
+    assert lookup.tool.error is None
+    inform = conv.turns[4]
     assert inform.label == "doctor_inform_doctors_instructions"
     assert inform.options == ("doctor_inform_doctors_instructions", "doctor_inform_nothing_found")
     # two request_suggestions preceded the pick; the draft is the later one
     assert inform.draft == "Dr. Johnson says to take medicine before sleep. If nausea happens, call him immediately."
-    assert conv.turns[5].label is None and conv.turns[5].text.startswith("Yes. It must be before bed")
-    assert conv.turns[7].label == "goodbye_1" and conv.turns[7].draft == "Ok. Goodbye."
+    assert conv.turns[6].label is None and conv.turns[6].text.startswith("Yes. It must be before bed")
+    assert conv.turns[8].label == "goodbye_1" and conv.turns[8].draft == "Ok. Goodbye."
     # goodbye_1 is not in doctor_followup's responses.json; the screen offered it, so the set gained it
     assert dataset.chatbots["doctor_followup"].responses["goodbye_1"] == "Thank you and goodbye."
+
+
+def test_real_dialogue_2_keeps_every_lookup_in_order(star) -> None:
+    """STAR dialogue 2 (spaceship_access_codes): four queries, the last with another code type, read by hand."""
+    dataset, _ = star
+    conv = {c.conversation_id: c for c in dataset.conversations}["star-2"]
+    lookups = [t for t in conv.turns if t.role == "tool"]
+    assert len(lookups) == 4 and all(t.by == "agent" and t.tool.name == "spaceship_access_codes" for t in lookups)
+    # the first query gave Code twice; the rest once
+    assert lookups[0].tool.request == {"UserName": "Han", "UserRank": "Chief Engineer", "Code": 639431,
+                                       "CodeType": "Access Code"}
+    refused = "Sorry, you are not authorized to unlock the door. Please obtain a clearance code from the Captain."
+    assert [t.tool.result for t in lookups[:3]] == [{"items": [{"Message": refused}]}] * 3
+    assert lookups[3].tool.request["CodeType"] == "Clearance"
+    assert lookups[3].tool.result == {"items": [{"Message": "The door is now unlocked."}]}
+    # each answer is followed by the wizard telling the customer: the lookup sits right before that reply
+    after = conv.turns[conv.turns.index(lookups[3]) + 1]
+    assert after.role == "agent" and after.label == "spaceship_inform_outcome"
+
+
+def test_real_lookup_that_found_nothing(star) -> None:
+    """STAR dialogue 6 (party_plan): the knowledge base returned no item (TotalItems 0)."""
+    dataset, report = star
+    conv = {c.conversation_id: c for c in dataset.conversations}["star-6"]
+    empty = [t for t in conv.turns if t.role == "tool" and t.tool.result == {"items": [], "total": 0}]
+    assert empty and empty[0].tool.name == "party_plan"
+    assert empty[0].tool.request["Name"] == "West Bay Venue" and empty[0].tool.request["NumberGuests"] == 31
+    assert report.tool_turns == sum(1 for c in dataset.conversations for t in c.turns if t.role == "tool") > 0
 
 
 def test_real_multi_task_chatbot_id(star) -> None:

@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from copilot._io import write_lines_atomic
-from copilot.live.protocol import MAX_TEXT_CHARS
+from copilot.live.protocol import MAX_TEXT_CHARS, MAX_TOOL_EVENT_BYTES, MAX_TOOL_NAME_CHARS
 
-Role = Literal["customer", "bot", "agent"]
+Role = Literal["customer", "bot", "agent", "tool"]
+Maker = Literal["bot", "agent"]
 Outcome = Literal["handed_back", "resolved", "abandoned"]
 
-ROLES: tuple[Role, ...] = ("customer", "bot", "agent")
+ROLES: tuple[Role, ...] = ("customer", "bot", "agent", "tool")
+MAKERS: tuple[Maker, ...] = ("bot", "agent")
 OUTCOMES: tuple[Outcome, ...] = ("handed_back", "resolved", "abandoned")
 
 # Chatbot ids end up in MLflow experiment and model names and in URLs: keep them to a safe alphabet.
@@ -33,8 +35,30 @@ LABEL = re.compile(r"^[^\s]{1,200}$")
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A lookup or action made for the conversation (an API call, a knowledge-base query, a CRM lookup) and what it
+    returned: ``result`` is a JSON object (``None`` when nothing came back), ``error`` the failure's text if any."""
+
+    name: str
+    request: Mapping[str, Any]
+    result: Mapping[str, Any] | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "request": dict(self.request)}
+        if self.result is not None:
+            out["result"] = dict(self.result)
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+@dataclass(frozen=True)
 class Turn:
-    """One message of a recorded conversation.
+    """One turn of a recorded conversation: a message, or (role ``tool``) a lookup made by the bot or the agent.
+
+    A tool turn has no text; ``by`` says who made it and ``tool`` what was asked and returned. It belongs to the
+    agent side: the customer never saw it.
 
     ``label`` names the response template the message used, where known (agent turns picked from the chatbot's
     response set; bot turns whose intent the bot knows). ``options`` (the labels the agent's suggestion screen
@@ -49,9 +73,23 @@ class Turn:
     options: tuple[str, ...] | None = None
     draft: str | None = None
     meta: Mapping[str, Any] | None = None
+    by: Maker | None = None
+    tool: ToolCall | None = None
+
+    @property
+    def maker(self) -> Role:
+        """Who made the turn: its role, or for a tool turn the party that made the lookup."""
+        return self.by if self.role == "tool" and self.by is not None else self.role
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"role": self.role, "text": self.text}
+        if self.tool is not None:
+            out: dict[str, Any] = {"role": self.role, "by": self.by, **self.tool.to_json()}
+            if self.at is not None:
+                out["at"] = self.at
+            if self.meta:
+                out["meta"] = dict(self.meta)
+            return out
+        out = {"role": self.role, "text": self.text}
         if self.at is not None:
             out["at"] = self.at
         if self.label is not None:
@@ -213,6 +251,7 @@ class _Checker:
 
 _CONVERSATION_KEYS = {"type", "conversation_id", "chatbot", "source", "turns", "escalation_index", "outcome", "meta"}
 _TURN_KEYS = {"role", "text", "at", "label", "options", "draft", "meta"}
+_TOOL_TURN_KEYS = {"role", "by", "name", "request", "result", "error", "at", "meta"}
 _CHATBOT_KEYS = {"type", "chatbot", "responses", "meta"}
 
 
@@ -220,6 +259,8 @@ def _parse_turn(raw: Any, path: str, check: _Checker) -> Turn | None:
     if not isinstance(raw, dict):
         check.add(path, f"must be an object, not {type(raw).__name__}")
         return None
+    if raw.get("role") == "tool":
+        return _parse_tool_turn(raw, path, check)
     before = len(check.problems)
     check.unknown_keys(raw, _TURN_KEYS, f"{path}.")
     role = check.string(raw, "role", f"{path}.role")
@@ -263,19 +304,61 @@ def _parse_turn(raw: Any, path: str, check: _Checker) -> Turn | None:
     )
 
 
+def _json_size(value: Any) -> int:
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+
+
+def _parse_tool_turn(raw: Mapping[str, Any], path: str, check: _Checker) -> Turn | None:
+    """A tool turn: ``by``, ``name``, ``request`` (object), optional ``result`` (object) and ``error`` (text)."""
+    before = len(check.problems)
+    check.unknown_keys(raw, _TOOL_TURN_KEYS, f"{path}.")
+    by = check.string(raw, "by", f"{path}.by")
+    if by is not None and by not in MAKERS:
+        check.add(f"{path}.by", f"must be one of {', '.join(MAKERS)} (who made the lookup), not {by!r}")
+    name = check.string(raw, "name", f"{path}.name")
+    if name is not None and len(name) > MAX_TOOL_NAME_CHARS:
+        check.add(f"{path}.name", f"holds {len(name)} characters; the limit is {MAX_TOOL_NAME_CHARS}")
+    request = raw.get("request")
+    if not isinstance(request, dict):
+        check.add(f"{path}.request", "is required: an object (field -> value)" if request is None
+                  else f"must be an object (field -> value), not {type(request).__name__}")
+    result = raw.get("result")
+    if result is not None and not isinstance(result, dict):
+        check.add(f"{path}.result", f"must be an object, not {type(result).__name__}")
+    error = check.string(raw, "error", f"{path}.error", required=False)
+    at = check.string(raw, "at", f"{path}.at", required=False)
+    if at is not None and not _is_iso_time(at):
+        check.add(f"{path}.at", f"must be an ISO 8601 time with a time zone, not {at!r}")
+    meta = raw.get("meta")
+    if meta is not None and not isinstance(meta, dict):
+        check.add(f"{path}.meta", "must be an object")
+    if len(check.problems) > before:
+        return None
+    assert name is not None and isinstance(request, dict)
+    tool = ToolCall(name, request, result, error)
+    size = _json_size(tool.to_json())
+    if size > MAX_TOOL_EVENT_BYTES:
+        check.add(path, f"the tool event holds {size} bytes of JSON; the limit is {MAX_TOOL_EVENT_BYTES}")
+        return None
+    return Turn(role="tool", text="", at=at, meta=meta, by=by, tool=tool)  # type: ignore[arg-type]
+
+
 def _check_structure(turns: list[Turn], escalation_index: int, check: _Checker) -> None:
-    """Structural rules that follow from the conversation states (PROTOCOL.md)."""
+    """Structural rules that follow from the conversation states (PROTOCOL.md). A tool turn follows the rules of
+    the party that made it."""
     if not any(t.role == "customer" for t in turns[:escalation_index]):
         check.add("escalation_index", "the bot phase must hold at least one customer turn before the escalation")
-    agent_at = [i for i, t in enumerate(turns) if t.role == "agent"]
+    agent_at = [i for i, t in enumerate(turns) if t.maker == "agent"]
     for i in agent_at:
         if i < escalation_index:
-            check.add(f"turns[{i}].role", "an agent turn cannot come before the escalation (escalation_index)")
+            what = "an agent's tool turn" if turns[i].role == "tool" else "an agent turn"
+            check.add(f"turns[{i}].role", f"{what} cannot come before the escalation (escalation_index)")
     if agent_at:
         # The bot may write while the conversation waits and after a hand back, never while an agent holds it.
         for i in range(agent_at[0], agent_at[-1]):
-            if turns[i].role == "bot":
-                check.add(f"turns[{i}].role", "a bot turn cannot come between agent turns (the agent holds it)")
+            if turns[i].maker == "bot":
+                what = "a bot's tool turn" if turns[i].role == "tool" else "a bot turn"
+                check.add(f"turns[{i}].role", f"{what} cannot come between agent turns (the agent holds it)")
 
 
 def parse_conversation(raw: Mapping[str, Any], line: int = 0) -> tuple[Conversation | None, list[Problem]]:

@@ -1,7 +1,8 @@
 """A fitted strategy as an MLflow 3 pyfunc model, registered as ``copilot-<chatbot>`` with the alias ``champion``.
 
 The model's only artifact is the pickled fitted strategy. Its input is a one-column table ``context``: each row a
-JSON text ``{"chatbot": ..., "turns": [{"role", "text", "label"}]}`` (the :class:`copilot.data.context.Context` the
+JSON text ``{"chatbot": ..., "turns": [{"role", "text", "label"} or {"role": "tool", "by", "name", "request",
+"result", "error"}]}`` (the :class:`copilot.data.context.Context` the
 live server builds); the parameter ``k`` (default 5) caps the suggestions. Its output is one JSON text per row: a
 list of ``{"text", "score", "label"}``, best first. Plain strings in and out give a signature that MLflow enforces
 without warnings and that any MLflow client (REST serving included) can call.
@@ -25,8 +26,8 @@ from typing import Any
 import pandas as pd
 
 from copilot._io import read_json
-from copilot.data.context import Context, ContextTurn, Suggestion
-from copilot.data.records import Dataset
+from copilot.data.context import Context, ContextTurn, Suggestion, render_tool
+from copilot.data.records import Dataset, ToolCall
 from copilot.serving.tracking import MlflowTracker, experiment_name
 from copilot.strategies.base import Strategy, make_strategy
 from copilot.strategies.embeddings import EmbeddingCache
@@ -58,16 +59,27 @@ def champion_uri(chatbot: str) -> str:
     return f"models:/{model_name(chatbot)}@{CHAMPION_ALIAS}"
 
 
+def _turn_to_json(turn: ContextTurn) -> dict[str, Any]:
+    if turn.tool is not None:
+        return {"role": turn.role, "by": turn.by, **turn.tool.to_json()}
+    return {"role": turn.role, "text": turn.text, "label": turn.label}
+
+
+def _turn_from_json(data: Mapping[str, Any]) -> ContextTurn:
+    if data.get("role") == "tool":
+        tool = ToolCall(str(data["name"]), data.get("request") or {}, data.get("result"), data.get("error"))
+        return ContextTurn("tool", render_tool(tool), None, tool, data.get("by"))
+    return ContextTurn(data["role"], data["text"], data.get("label"))
+
+
 def context_to_json(context: Context) -> str:
-    """The model's input for one context (JSON text)."""
-    return json.dumps({"chatbot": context.chatbot,
-                       "turns": [{"role": t.role, "text": t.text, "label": t.label} for t in context.turns]})
+    """The model's input for one context (JSON text); a tool turn travels as its lookup, not its rendering."""
+    return json.dumps({"chatbot": context.chatbot, "turns": [_turn_to_json(t) for t in context.turns]})
 
 
 def context_from_json(value: str | Mapping[str, Any]) -> Context:
     data = json.loads(value) if isinstance(value, str) else value
-    return Context(str(data["chatbot"]), tuple(ContextTurn(t["role"], t["text"], t.get("label"))
-                                               for t in data.get("turns", [])))
+    return Context(str(data["chatbot"]), tuple(_turn_from_json(t) for t in data.get("turns", [])))
 
 
 def suggestions_to_json(items: Sequence[Suggestion]) -> str:

@@ -11,9 +11,12 @@ schema-guided response set, or by typing freely. We read it as bot-to-human hand
 * User ``utter`` -> customer turn. Wizard ``pick_suggestion`` -> agent turn with ``label``, ``options``
   (ActionLabelOptions) and ``draft`` (the Text of the latest ``request_suggestions`` before it); a pick labelled
   ``custom`` is the wizard's own typed text and becomes a free-text agent turn. Wizard ``utter`` -> free-text agent
-  turn. UserGuide instructions, knowledge-base queries and results, task selection and ``complete`` are not turns.
+  turn. A wizard ``query`` and the KnowledgeBase ``return_item`` that answers it become one tool turn made by the
+  agent (:func:`tool_turn`: the API name, the constraints as the request, the returned item or none as the
+  result). UserGuide instructions, task selection and ``complete`` are not turns.
 * Escalation rule (:class:`EscalationRule`): the bot answers until the customer's N-th message (default 2), then
-  escalates; wizard turns before that point become ``bot`` turns (label kept, screen annotations dropped).
+  escalates; wizard turns before that point become ``bot`` turns (label kept, screen annotations dropped), and
+  the lookups before it are the bot's.
 * Outcome: ``resolved`` when CompletionLevel is Complete, ``abandoned`` otherwise. STAR has no hand-backs.
 
 Dialogues that cannot be imported are counted by reason in :class:`ImportReport`, never dropped silently.
@@ -78,6 +81,8 @@ class ImportReport:
     skipped_empty_turns: int = 0
     chatbots: int = 0
     added_labels: int = 0
+    tool_turns: int = 0
+    with_tool_turns: int = 0
 
     def reject(self, reason: str, dialogue_id: str) -> None:
         self.rejected[reason] += 1
@@ -94,6 +99,8 @@ class ImportReport:
             "skipped_empty_turns": self.skipped_empty_turns,
             "chatbots": self.chatbots,
             "added_labels": self.added_labels,
+            "tool_turns": self.tool_turns,
+            "conversations_with_tool_turns": self.with_tool_turns,
         }
 
     def lines(self) -> list[str]:
@@ -108,6 +115,8 @@ class ImportReport:
             f"empty turns skipped: {self.skipped_empty_turns}",
             f"chatbots:            {self.chatbots}",
             f"labels added to response sets from other tasks or observed picks: {self.added_labels}",
+            f"tool turns kept:     {self.tool_turns} (knowledge-base lookups, in {self.with_tool_turns} of "
+            f"{self.imported} conversations: {self.with_tool_turns / max(self.imported, 1):.0%})",
         ]
         return out
 
@@ -167,14 +176,62 @@ def _iso(unix_time: Any) -> str | None:
     return datetime.fromtimestamp(unix_time, UTC).isoformat().replace("+00:00", "Z")
 
 
+def _constraint_value(raw: Any) -> Any:
+    """A query constraint's value: STAR writes most as JSON (``"\"Alexis\""``, ``639431``), some as an expression
+    (``api.is_equal_to("Dr. Johnson")``), which is kept as written."""
+    if not isinstance(raw, str):
+        return raw
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return raw
+    return value if isinstance(value, str | int | float | bool) else raw
+
+
+def tool_turn(query: dict[str, Any], answer: dict[str, Any] | None) -> dict[str, Any]:
+    """A wizard ``query`` and the KnowledgeBase ``return_item`` after it as one tool turn (made by the agent).
+
+    request: the constraints, field -> value (a field given twice keeps its last value). result: ``{"items":
+    [the returned item without its APIName]}``, with ``"total"`` when the knowledge base counted the matches
+    (STAR's TotalItems; -1 means a single answer such as ``{"Message": "Unavailable"}``); ``{"items": [],
+    "total": 0}`` when nothing matched. A query with no answer has no result.
+    """
+    request: dict[str, Any] = {}
+    for constraint in query.get("Constraints") or []:
+        if isinstance(constraint, dict):
+            for key, value in constraint.items():
+                request[str(key)] = _constraint_value(value)
+    turn: dict[str, Any] = {"role": "tool", "by": "agent", "name": str(query.get("APIName") or "query"),
+                            "request": request}
+    if answer is not None:
+        item, total = answer.get("Item"), answer.get("TotalItems")
+        if isinstance(item, dict):
+            result: dict[str, Any] = {"items": [{k: v for k, v in item.items() if k != "APIName"}]}
+            if isinstance(total, int) and total >= 0:
+                result["total"] = total
+        else:
+            result = {"items": [], "total": 0}
+        turn["result"] = result
+    at = _iso(query.get("UnixTime"))
+    if at is not None:
+        turn["at"] = at
+    return turn
+
+
 def _raw_turns(dialogue: dict[str, Any], report: ImportReport) -> list[dict[str, Any]]:
     """The conversation's turns before the escalation rule is applied (wizard turns still 'agent')."""
     turns: list[dict[str, Any]] = []
     draft: str | None = None
-    for event in dialogue.get("Events", []):
+    events = dialogue.get("Events", [])
+    for i, event in enumerate(events):
         turn: dict[str, Any]
         agent, action = event.get("Agent"), event.get("Action")
         text = event.get("Text")
+        if agent == "Wizard" and action == "query":
+            following = events[i + 1] if i + 1 < len(events) else {}
+            answered = following.get("Agent") == "KnowledgeBase" and following.get("Action") == "return_item"
+            turns.append(tool_turn(event, following if answered else None))
+            continue
         if agent == "User" and action == "utter":
             role, turn = "customer", {}
         elif agent == "Wizard" and action == "request_suggestions":
@@ -192,7 +249,7 @@ def _raw_turns(dialogue: dict[str, Any], report: ImportReport) -> list[dict[str,
         elif agent == "Wizard" and action == "utter":
             role, turn, draft = "agent", {}, None
         else:
-            continue  # UserGuide, KnowledgeBase, query, select_task, complete, ...: not part of the conversation
+            continue  # UserGuide, KnowledgeBase answers (kept with their query), select_task, complete, ...
         if not isinstance(text, str) or not text.strip():
             report.skipped_empty_turns += 1
             continue
@@ -268,7 +325,7 @@ def convert_dialogue(
     turns = _raw_turns(dialogue, report)
     if not turns:
         return None, "no_turns"
-    if any(len(t["text"]) > MAX_TEXT_CHARS for t in turns):
+    if any(len(t.get("text", "")) > MAX_TEXT_CHARS for t in turns):
         return None, "text_too_long"
     index = rule.escalation_index([t["role"] for t in turns])
     if index is None:
@@ -278,6 +335,8 @@ def convert_dialogue(
             turn["role"] = "bot"
             turn.pop("options", None)
             turn.pop("draft", None)
+        elif turn["role"] == "tool":
+            turn["by"] = "bot"
     scenario = dialogue.get("Scenario", {})
     return {
         "type": "conversation",
@@ -340,6 +399,8 @@ def import_star(
     used = {c.chatbot for c in dataset.conversations}
     dataset.chatbots = {k: v for k, v in chatbots.items() if k in used}
     report.imported = len(dataset.conversations)
+    tools = [sum(1 for t in c.turns if t.role == "tool") for c in dataset.conversations]
+    report.tool_turns, report.with_tool_turns = sum(tools), sum(1 for n in tools if n)
     report.chatbots = len(dataset.chatbots)
     report.added_labels = sum(len((b.meta or {}).get("added_labels", {})) for b in dataset.chatbots.values())
     return dataset, report
