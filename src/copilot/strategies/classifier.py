@@ -8,7 +8,10 @@ Features of a context:
   bot's turns, and (``scope="global"``) the chatbot id and the last agent label crossed with it,
 - position: how many agent turns came before (one-hot, capped), whether the last turn was the customer's,
 - TF-IDF of the latest agent or bot message (``prev_weight > 0``),
-- optionally the MiniLM embedding of the last customer message (``dense_weight > 0``).
+- optionally the MiniLM embedding of the last customer message (``dense_weight > 0``),
+- the latest lookup (tool turn, ``tool_weight > 0``; :func:`_tool_features`): its name, outcome (items, none,
+  error), how many records it found, whether the first record matches what was asked, how many turns ago it
+  happened, its short text values, each alone and crossed with the last agent or bot label.
 
 ``n_models`` classifiers with consecutive seeds are averaged (the SGD fits differ; averaging 3 gained about a
 point of recall@1 on dev). Off by default, measured not to help on dev: flow features (``flow_order``), the
@@ -31,10 +34,18 @@ from sklearn.feature_extraction import DictVectorizer
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression, SGDClassifier
 
-from copilot.data.context import Context, Suggestion
+from copilot.data.context import Context, Suggestion, result_items, result_total
 from copilot.data.records import Dataset
 from copilot.strategies.base import Strategy, register_strategy
-from copilot.strategies.common import examples, query_text, require_choice, responses_by_chatbot
+from copilot.strategies.common import (
+    SUMMARY_VALUE_CHARS,
+    examples,
+    fresh_tool_summary,
+    query_text,
+    require_choice,
+    responses_by_chatbot,
+    tool_outcome,
+)
 from copilot.strategies.embeddings import Embedder
 from copilot.strategies.masked import MaskedSoftmax
 
@@ -64,8 +75,57 @@ def _flow(context: Context) -> list[str]:
     return [f"{t.role[0]}:{t.label or '?'}" for t in context.turns if t.role in ("agent", "bot")]
 
 
+def _count_bucket(n: int) -> str:
+    return str(n) if n <= 2 else "3-9" if n < 10 else "10+"
+
+
+def _matches(request: Mapping[str, Any], record: Any) -> str:
+    """Whether the record's fields equal what was asked for them: all, some, none, or n/a (no field in common)."""
+    if not isinstance(record, Mapping):
+        return "n/a"
+    shared = [k for k in request if k in record and not isinstance(record[k], dict | list)]
+    if not shared:
+        return "n/a"
+    equal = sum(str(record[k]).strip().lower() == str(request[k]).strip().lower() for k in shared)
+    return "all" if equal == len(shared) else "none" if equal == 0 else "some"
+
+
+def _tool_features(context: Context, last_label: str | None, weight: float) -> dict[str, float]:
+    """Features of the latest lookup, and of the lookups made so far (see the module docstring)."""
+    latest = context.last_tool()
+    if latest is None or latest[1].tool is None:
+        return {"tool=<none>": weight, f"tool=<none>|last={last_label or '<none>'}": weight}
+    since, turn = latest
+    tool = turn.tool
+    assert tool is not None
+    outcome = tool_outcome(tool)
+    items = result_items(tool.result)
+    ago = _count_bucket(since)
+    last = last_label or "<none>"
+    feats = {
+        f"tool={tool.name}": weight,
+        f"tool_by={turn.by}": weight,
+        f"tool={tool.name}|{outcome}": weight,
+        f"tool={tool.name}|{outcome}|n={_count_bucket(result_total(tool.result))}": weight,
+        f"tool={tool.name}|{outcome}|match={_matches(tool.request, items[0] if items else None)}": weight,
+        f"tool={tool.name}|{outcome}|ago={ago}": weight,
+        f"tool_outcome={outcome}|ago={ago}|last={last}": weight,
+        f"tool={tool.name}|{outcome}|last={last}": weight,
+    }
+    first = items[0] if items and isinstance(items[0], Mapping) else {}
+    values = [f"{k}={v}" for k, v in sorted(first.items())
+              if isinstance(v, bool) or (isinstance(v, str) and len(v) <= SUMMARY_VALUE_CHARS)]
+    for value in values:
+        feats[f"tool={tool.name}|{value}"] = weight
+        feats[f"tool={tool.name}|{value}|ago={'0' if since == 0 else '1+'}"] = weight
+    for earlier in context.turns:
+        if earlier.tool is not None:
+            feats[f"looked_up={earlier.tool.name}|{tool_outcome(earlier.tool)}"] = weight
+    return feats
+
+
 def _symbolic(context: Context, with_chatbot: bool, max_position: int, cross_weight: float,
-              flow_order: int = 0) -> dict[str, float]:
+              flow_order: int = 0, tool_weight: float = 0.0) -> dict[str, float]:
     """The label and position features of a context, as a sparse dict for a DictVectorizer."""
     feats: dict[str, float] = {}
     if flow_order > 0:  # the last 1..flow_order agent/bot labels, crossed with the chatbot (flow steps)
@@ -97,6 +157,8 @@ def _symbolic(context: Context, with_chatbot: bool, max_position: int, cross_wei
     if with_chatbot:
         feats[f"chatbot={context.chatbot}"] = 1.0
         feats[f"chatbot={context.chatbot}|last={last or '<none>'}"] = 1.0
+    if tool_weight > 0:
+        feats.update(_tool_features(context, last, tool_weight))
     return feats
 
 
@@ -109,7 +171,8 @@ class _Model:
 
     def _symbols(self, contexts: Sequence[Context]) -> list[dict[str, float]]:
         o = self.owner
-        return [_symbolic(c, self.with_chatbot, o.max_position, o.cross_weight, o.flow_order) for c in contexts]
+        return [_symbolic(c, self.with_chatbot, o.max_position, o.cross_weight, o.flow_order, o.tool_weight)
+                for c in contexts]
 
     def _features(self, contexts: Sequence[Context], fit: bool) -> Any:
         o = self.owner
@@ -128,6 +191,15 @@ class _Model:
             if o.prev_weight > 0:
                 self.prev = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
                 blocks.append(self.prev.fit_transform([_previous(c) for c in contexts]) * o.prev_weight)
+            self.tool_words: TfidfVectorizer | None = None
+            summaries = [fresh_tool_summary(c) for c in contexts] if o.tool_weight > 0 else []
+            if any(summaries):
+                vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
+                try:
+                    blocks.append(vectorizer.fit_transform(summaries) * o.tool_weight)
+                    self.tool_words = vectorizer
+                except ValueError:  # no word of a lookup summary occurs twice: nothing to learn from them
+                    pass
             if o.label_features:
                 self.symbols = DictVectorizer()
                 blocks.append(self.symbols.fit_transform(self._symbols(contexts)) * o.label_weight)
@@ -139,6 +211,8 @@ class _Model:
                 blocks.append(self.hist.transform([_history(c) for c in contexts]) * o.history_weight)
             if o.prev_weight > 0:
                 blocks.append(self.prev.transform([_previous(c) for c in contexts]) * o.prev_weight)
+            if self.tool_words is not None:
+                blocks.append(self.tool_words.transform([fresh_tool_summary(c) for c in contexts]) * o.tool_weight)
             if o.label_features:
                 blocks.append(self.symbols.transform(self._symbols(contexts)) * o.label_weight)
         if o.dense_weight > 0:
@@ -215,6 +289,7 @@ class ClassifierStrategy(Strategy):
         n_models: how many classifiers (seeds ``seed``, ``seed + 1``, ...) are fitted on the same features; their
             probabilities are averaged.
         known_only: suggest only labels seen for the chatbot in training.
+        tool_weight: scale of the latest lookup's features (0 leaves them out; they need ``label_features``).
     """
 
     name = "classifier"
@@ -226,7 +301,7 @@ class ClassifierStrategy(Strategy):
                  cross_weight: float = 0.0, dense_weight: float = 0.0, seed: int = 0,
                  flow_order: int = 0, prev_weight: float = 0.5, prior_weight: float = 0.0, prior_smoothing: float = 1.0,
                  n_models: int = 3, known_only: bool = False, hidden: int = 256, epochs: int = 4, lr: float = 0.002,
-                 batch_size: int = 256, dropout: float = 0.5):
+                 batch_size: int = 256, dropout: float = 0.5, tool_weight: float = 1.0):
         self.scope = scope
         self.model = model
         self.C = C
@@ -255,6 +330,7 @@ class ClassifierStrategy(Strategy):
         self.lr = lr
         self.batch_size = batch_size
         self.dropout = dropout
+        self.tool_weight = tool_weight
 
     def fit(self, data: Dataset) -> Self:
         require_choice("scope", self.scope, SCOPES)

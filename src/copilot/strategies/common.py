@@ -7,8 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from copilot.data.context import Context, Suggestion, contexts_for
-from copilot.data.records import Dataset
+from copilot.data.context import Context, Suggestion, contexts_for, result_items, result_total
+from copilot.data.records import Dataset, ToolCall
+
+SUMMARY_VALUE_CHARS = 80  # a result's text values up to this length are part of a lookup's summary
 
 
 def responses_by_chatbot(data: Dataset) -> dict[str, Mapping[str, str]]:
@@ -40,10 +42,54 @@ def examples(data: Dataset) -> Iterator[Example]:
             yield Example(conversation.chatbot, context, turn.text, turn.label)
 
 
-def query_text(context: Context, window: int = 1, roles: tuple[str, ...] = ("customer",)) -> str:
-    """The text a retrieval strategy matches on: the last ``window`` turns of the given roles, oldest first."""
+def tool_outcome(tool: ToolCall) -> str:
+    """``error``, ``none`` (nothing came back) or ``items``."""
+    if tool.error is not None:
+        return "error"
+    return "items" if result_items(tool.result) else "none"
+
+
+def tool_summary(tool: ToolCall) -> str:
+    """A lookup in a few words: its name, whether it found something, failed or found nothing, and the short text
+    and yes/no values of the first record it returned (a status, a message), keys sorted."""
+    outcome = tool_outcome(tool)
+    words = {"error": "failed", "none": "found nothing", "items": f"found {result_total(tool.result)}"}[outcome]
+    parts = [tool.name.replace("_", " "), words]
+    items = result_items(tool.result)
+    first = items[0] if items and isinstance(items[0], Mapping) else {}
+    for key in sorted(first):
+        value = first[key]
+        if isinstance(value, bool) or (isinstance(value, str) and len(value) <= SUMMARY_VALUE_CHARS):
+            parts.append(f"{key} {value}")
+    if tool.error is not None:
+        parts.append(tool.error[:SUMMARY_VALUE_CHARS])
+    return " ".join(parts)
+
+
+def query_text(context: Context, window: int = 1, roles: tuple[str, ...] = ("customer",), *,
+               tools: bool = False) -> str:
+    """The text a retrieval strategy matches on: the last ``window`` turns of the given roles, oldest first, and
+    (``tools``) the summary of the latest lookup (:func:`tool_summary`) when no reply came after it: a lookup
+    nobody has told the customer about yet is what the next reply is likely to be about."""
     picked = [t.text for t in context.turns if t.role in roles][-window:] if window > 0 else []
+    if tools:
+        fresh = fresh_tool_summary(context)
+        if fresh:
+            picked.append(fresh)
     return "\n".join(picked)
+
+
+def fresh_tool_summary(context: Context) -> str:
+    """The summary of the latest lookup if no agent or bot reply came after it, else ``""``."""
+    latest = context.last_tool()
+    if latest is None or latest[1].tool is None:
+        return ""
+    since, turn = latest
+    later = context.turns[len(context.turns) - since:] if since else ()
+    if any(t.role in ("agent", "bot") for t in later):
+        return ""
+    assert turn.tool is not None
+    return tool_summary(turn.tool)
 
 
 def rank_labels(
@@ -71,12 +117,13 @@ def rank_labels(
 Reply = tuple[str | None, str]
 
 
-def replies_by_chatbot(data: Dataset, window: int) -> dict[str, tuple[list[str], list[Reply]]]:
+def replies_by_chatbot(data: Dataset, window: int, *, tools: bool = False
+                       ) -> dict[str, tuple[list[str], list[Reply]]]:
     """Per chatbot, the query text of every recorded agent reply's context (:func:`query_text`) and the reply."""
     out: dict[str, tuple[list[str], list[Reply]]] = {}
     for ex in examples(data):
         queries, replies = out.setdefault(ex.chatbot, ([], []))
-        queries.append(query_text(ex.context, window))
+        queries.append(query_text(ex.context, window, tools=tools))
         replies.append((ex.label, ex.text))
     return out
 

@@ -23,6 +23,7 @@ class DenseStrategy(Strategy):
         window: how many of the latest customer messages form the query.
         neighbours: how many nearest recorded replies vote.
         temperature: a neighbour's vote is ``exp(cosine / temperature)``-weighted (0: plain sum of cosines).
+        tools: add the summary of the latest lookup (what it found, or that it found nothing) to the query.
 
     Vectors are cached where :meth:`use_embedding_cache` says (in memory by default). Pickles without the torch
     model: the :class:`~copilot.strategies.embeddings.Embedder` reloads it lazily.
@@ -30,14 +31,15 @@ class DenseStrategy(Strategy):
 
     name = "dense"
 
-    def __init__(self, window: int = 1, neighbours: int = 20, temperature: float = 0.0):
+    def __init__(self, window: int = 1, neighbours: int = 20, temperature: float = 0.0, tools: bool = True):
         self.window = window
+        self.tools = tools
         self.neighbours = neighbours
         self.temperature = temperature
 
     def fit(self, data: Dataset) -> Self:
         self.embedder_ = Embedder(self._embedding_cache)
-        by_bot = replies_by_chatbot(data, self.window)
+        by_bot = replies_by_chatbot(data, self.window, tools=self.tools)
         vectors = self.embedder_.encode([q for queries, _ in by_bot.values() for q in queries])
         self.index_: dict[str, tuple[np.ndarray, list[Reply]]] = {}
         start = 0
@@ -62,7 +64,7 @@ class DenseStrategy(Strategy):
         """Encodes every known chatbot's query in one batch, then ranks each."""
         self._check_fitted("index_")
         wanted = [i for i, c in enumerate(contexts) if c.chatbot in self.index_]
-        vectors = self.embedder_.encode([query_text(contexts[i], self.window) for i in wanted])
+        vectors = self.embedder_.encode([query_text(contexts[i], self.window, tools=self.tools) for i in wanted])
         out: list[list[Suggestion]] = [[] for _ in contexts]
         for row, i in enumerate(wanted):
             out[i] = self._rank(contexts[i], vectors[row], k)

@@ -22,19 +22,22 @@ class TfidfStrategy(Strategy):
         ngram_max: word n-grams from 1 to this.
         sublinear_tf: log-scaled term frequencies.
         neighbours: how many nearest recorded replies vote; a label scores the sum of its neighbours' similarity.
+        tools: add the summary of the latest lookup (what it found, or that it found nothing) to the query.
     """
 
     name = "tfidf"
 
-    def __init__(self, window: int = 1, ngram_max: int = 2, sublinear_tf: bool = True, neighbours: int = 20):
+    def __init__(self, window: int = 1, ngram_max: int = 2, sublinear_tf: bool = True, neighbours: int = 20,
+                 tools: bool = True):
         self.window = window
+        self.tools = tools
         self.ngram_max = ngram_max
         self.sublinear_tf = sublinear_tf
         self.neighbours = neighbours
 
     def fit(self, data: Dataset) -> Self:
         self.index_ = {}
-        for bot, (queries, replies) in replies_by_chatbot(data, self.window).items():
+        for bot, (queries, replies) in replies_by_chatbot(data, self.window, tools=self.tools).items():
             vectorizer = TfidfVectorizer(ngram_range=(1, self.ngram_max), sublinear_tf=self.sublinear_tf)
             self.index_[bot] = (vectorizer, vectorizer.fit_transform(queries), replies)
         self.responses_: Mapping[str, Mapping[str, str]] = responses_by_chatbot(data)
@@ -46,5 +49,6 @@ class TfidfStrategy(Strategy):
         if entry is None:
             return []
         vectorizer, matrix, rows = entry
-        sims = (matrix @ vectorizer.transform([query_text(context, self.window)]).T).toarray().ravel()
+        query = query_text(context, self.window, tools=self.tools)
+        sims = (matrix @ vectorizer.transform([query]).T).toarray().ravel()
         return vote(sims, rows, self.neighbours, self.responses_.get(context.chatbot, {}), k)
