@@ -13,6 +13,8 @@ import pytest
 from copilot.data.context import Context, Suggestion, contexts_for
 from copilot.data.records import Dataset, load_dataset
 from copilot.data.splits import split_dataset
+from copilot.evaluation.runs import predict
+from copilot.evaluation.tuning import knob_predictions
 from copilot.strategies import make_strategy
 from copilot.strategies.adapted import blended, confidence, fuse, normalised
 
@@ -134,3 +136,23 @@ def test_knobs_are_checked() -> None:
         make_strategy("adapted", {"partners": two, "per_chatbot": {"x": {"blend": 0.5}}})._knobs()
     knobs = make_strategy("adapted", {"partners": two, "per_chatbot": {"x": {"partner": "tfidf2", "blend": 0.5}}})
     assert knobs._knobs()["x"].partner == "tfidf2"
+
+
+def test_the_tuners_fusion_of_dev_predictions_is_what_the_strategy_serves(splits: dict[str, Dataset]) -> None:
+    train, dev = splits["train"], splits["dev"]
+    base_rows = predict(make_strategy("tfidf").fit(train), dev, k=5)
+    partner_rows = predict(make_strategy("bm25", BM25["params"]).fit(train), dev, k=5)
+    knobs = {"pizza_delivery": (0.5, 0.35), "parcel_tracking": (0.25, None), "card_support": (0.0, 0.7)}
+    adapted = _adapted({bot: {"blend": w, **({"threshold": t} if t is not None else {})}
+                        for bot, (w, t) in knobs.items()}).fit(train)
+    served = predict(adapted, dev, k=5)
+    columns = ["conversation_id", "turn_index", "suggested_labels", "suggested_texts", "suggested_scores"]
+    hidden = 0
+    for bot, (w, t) in knobs.items():
+        offline = knob_predictions(base_rows[base_rows["chatbot"] == bot],
+                                   partner_rows[partner_rows["chatbot"] == bot], blend=w, threshold=t, k=5)
+        online = served[served["chatbot"] == bot]
+        assert len(offline) == len(online) > 0
+        assert _rows(offline[columns]) == _rows(online[columns])  # same suggestions, same scores, bit for bit
+        hidden += int((online["suggested_texts"].map(len) == 0).sum())
+    assert hidden > 0  # the thresholds hid some turns
