@@ -141,11 +141,13 @@ def test_the_shared_champion_is_fitted_once_by_evaluation_and_export(splits: dic
     tuned = load_task(write_tuned_task(task, champions, tmp_path / "tuned.yaml"), only=["tfidf"])
     assert tuned.champions == champions  # through the task file and back
 
-    fitted: dict[str, Any] = {}
+    task_tfidf = make_strategy("tfidf").fit(splits["train"])  # what evaluate fitted for the task's strategy
+    fitted: dict[str, Any] = {_key("tfidf", task_tfidf.get_params()): task_tfidf}
     frame = champions_predictions(tuned.champions, train=splits["train"], test=splits["test"], k=5, fitted=fitted)
-    assert len(fitted) == 1  # three chatbots, one fit (of the base and its partner, inside the adapted strategy)
-    (adapted,) = fitted.values()
-    assert adapted.name == "adapted" and set(adapted.partners_) == {"bm25"}
+    assert len(fitted) == 2  # three chatbots, one adapted fit (its partner fitted inside it, once)
+    adapted = fitted[_key("adapted", champions["pizza_delivery"].params)]
+    assert adapted.base_ is task_tfidf  # the base the evaluation had fitted already is taken, not fitted again
+    assert set(adapted.partners_) == {"bm25"}
     assert set(frame["chatbot"]) == set(BOTS)
     assert (frame[frame["chatbot"] == "card_support"]["suggested_texts"].map(len) == 0).any()
 
@@ -160,7 +162,6 @@ def test_the_shared_champion_is_fitted_once_by_evaluation_and_export(splits: dic
     contexts = [c for conv in splits["test"].conversations for _, c in contexts_for(conv)]
     served = [predict_suggestions(model, c, 5) for c in contexts]
     assert served == adapted.suggest_many(contexts, 5)  # what the server loads answers as evaluated
-    assert _key("adapted", adapted.get_params()) in fitted
 
 
 def test_tune_records_every_knob_tried_on_the_sample(splits: dict[str, Dataset], tmp_path: Path) -> None:

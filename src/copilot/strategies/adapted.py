@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -160,6 +160,24 @@ class AdaptedStrategy(Strategy):
         self.per_chatbot = per_chatbot
         self.depth = depth
 
+    _fitted_member: Callable[[str, Mapping[str, Any]], Strategy | None] | None = None  # see reuse_fitted
+
+    def reuse_fitted(self, lookup: Callable[[str, Mapping[str, Any]], Strategy | None] | None) -> Self:
+        """Let :meth:`fit` take a member already fitted on the same data instead of fitting it again: ``lookup(name,
+        params)`` returns it or None (the evaluation hands over the task's strategies it fitted on train). Not a
+        setting and not pickled, like the embedding cache; returns self."""
+        self._fitted_member = lookup
+        return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {key: value for key, value in super().__getstate__().items() if key != "_fitted_member"}
+
+    def _member(self, spec: Mapping[str, Any], data: Dataset) -> Strategy:
+        found = self._fitted_member(spec["strategy"], spec.get("params") or {}) if self._fitted_member else None
+        if found is not None:
+            return found
+        return make_strategy(spec["strategy"], spec.get("params")).use_embedding_cache(self._embedding_cache).fit(data)
+
     def _base_spec(self) -> Mapping[str, Any]:
         return self.base if self.base is not None else DEFAULT_BASE
 
@@ -168,14 +186,10 @@ class AdaptedStrategy(Strategy):
         return {str(bot): read_knobs(str(bot), entry, names) for bot, entry in (self.per_chatbot or {}).items()}
 
     def fit(self, data: Dataset) -> Self:
-        """Fit the base and every partner once on ``data`` (all chatbots)."""
+        """Fit the base and every partner once on ``data`` (all chatbots), or take them from :meth:`reuse_fitted`."""
         knobs = self._knobs()
-        spec = self._base_spec()
-        self.base_ = make_strategy(spec["strategy"], spec.get("params")).use_embedding_cache(self._embedding_cache)
-        self.base_.fit(data)
-        self.partners_ = {name: make_strategy(p["strategy"], p.get("params"))
-                          .use_embedding_cache(self._embedding_cache).fit(data)
-                          for name, p in sorted((self.partners or {}).items())}
+        self.base_ = self._member(self._base_spec(), data)
+        self.partners_ = {name: self._member(p, data) for name, p in sorted((self.partners or {}).items())}
         self.knobs_ = knobs
         return self
 
