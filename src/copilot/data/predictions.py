@@ -22,7 +22,8 @@ per-chatbot knobs (blend, threshold: :mod:`copilot.strategies.adapted`) from the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -64,3 +65,16 @@ def row_suggestions(row: Mapping[str, Any]) -> list[Suggestion]:
     scores = list(scores) if scores is not None and not isinstance(scores, float) else [float("nan")] * len(texts)
     return [Suggestion(str(text), float(score), None if label is None else str(label))
             for text, label, score in zip(texts, labels, scores, strict=True)]
+
+
+def score_shares(scores: Sequence[float]) -> list[float]:
+    """Each score as its share of the list's total, so lists of different strategies are comparable (the first
+    share is how sure the strategy is of its first suggestion). A negative score counts 0; a list whose clipped
+    scores sum to 0 or are not finite shares equally."""
+    clipped = [max(float(score), 0.0) for score in scores]
+    total = sum(clipped)
+    if not clipped:
+        return []
+    if not math.isfinite(total) or total <= 0:
+        return [1.0 / len(clipped)] * len(clipped)
+    return [score / total for score in clipped]

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
 from copilot.data.context import Context, Suggestion
+from copilot.data.predictions import score_shares
 from copilot.data.records import Dataset
 from copilot.strategies.base import Strategy, make_strategy, register_strategy
 from copilot.strategies.embeddings import EmbeddingCache
@@ -38,17 +38,9 @@ def suggestion_key(suggestion: Suggestion) -> str:
 
 
 def normalised(items: Sequence[Suggestion]) -> list[float]:
-    """Each suggestion's score as its share of the list's total, so lists of different strategies are comparable.
-
-    A negative score counts 0; a list whose (clipped) scores sum to 0 or are not finite shares equally.
-    """
-    clipped = [max(float(s.score), 0.0) for s in items]
-    total = sum(clipped)
-    if not items:
-        return []
-    if not math.isfinite(total) or total <= 0:
-        return [1.0 / len(items)] * len(items)
-    return [score / total for score in clipped]
+    """Each suggestion's score as its share of the list's total (:func:`copilot.data.predictions.score_shares`:
+    a negative score counts 0, a list that sums to 0 shares equally)."""
+    return score_shares([s.score for s in items])
 
 
 def blended(base: Sequence[Suggestion], partner: Sequence[Suggestion], blend: float) -> list[Suggestion]:
