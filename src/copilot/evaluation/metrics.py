@@ -45,7 +45,8 @@ if TYPE_CHECKING:
 
 SEMANTIC_THRESHOLD = 0.7
 CONFIDENCE = 0.95
-DEFAULT_METRICS = ("recall@1", "recall@3", "recall@5", "mrr", "coverage", "latency_p50", "latency_p95", "tokens")
+DEFAULT_METRICS = ("recall@1", "recall@3", "recall@5", "mrr", "coverage", "precision@1", "latency_p50", "latency_p95",
+                   "tokens")
 
 TurnValues = Callable[[pd.DataFrame, "Embedder | None"], tuple[np.ndarray, np.ndarray]]
 

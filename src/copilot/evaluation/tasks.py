@@ -10,7 +10,7 @@ arguments). Schema (docs/evaluation.md)::
     split: {seed: 0, fractions: [0.7, 0.1, 0.2]}
     chatbots: all                 # or a list of chatbot ids
     k: 5                          # suggestions per turn
-    metrics: [recall@1, recall@3, recall@5, mrr, coverage, latency_p50, latency_p95, tokens]
+    metrics: [recall@1, recall@3, recall@5, mrr, coverage, precision@1, latency_p50, latency_p95, tokens]
     selection_metric: recall@1    # what tuning maximises (or minimises: the metric's higher_is_better)
     n_boot: 1000
     seed: 0                       # the bootstrap's seed
@@ -110,7 +110,7 @@ class Task:
     split_fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
     chatbots: tuple[str, ...] | None = None
     k: int = 5
-    metrics: tuple[str, ...] = ("recall@1", "recall@3", "recall@5", "mrr", "coverage", "latency_p50",
+    metrics: tuple[str, ...] = ("recall@1", "recall@3", "recall@5", "mrr", "coverage", "precision@1", "latency_p50",
                                 "latency_p95", "tokens")
     selection_metric: str = "recall@1"
     n_boot: int = 1000
