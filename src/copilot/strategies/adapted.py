@@ -11,6 +11,10 @@ Each chatbot may then have its own knobs, chosen on dev by :mod:`copilot.evaluat
 A chatbot without knobs gets exactly the base's answer. :func:`fuse` is the one place the fusion is computed: the
 strategy calls it on its members' live answers, the tuner on the members' dev predictions, so what tuning measured
 is what evaluation, export and the live server compute.
+
+Not built: the live server sends no ``suggestions`` event for a turn whose suggestions a threshold hid (it never
+sends an empty one, docs/protocol.md), so the replay waits for it and then stops waiting for that chatbot; replaying
+champions with a threshold needs an explicit empty event first. Blends replay exactly.
 """
 
 from __future__ import annotations
