@@ -269,8 +269,10 @@ def tune(
         if final.strategy == ADAPTED:
             bots_report[bot]["champion"] = {
                 "candidate": f"{ADAPTED}({champions[bot].key})", **final.as_dict(), "is_global": False,
-                "why": (f"{bots_report[bot]['champion']['why']}; with the knobs kept under it "
-                        f"({entry['summary']})")}
+                "why": (f"{bots_report[bot]['champion']['why']}; with its knobs ({entry['summary']})"
+                        if bot in knobs.kept else
+                        f"{bots_report[bot]['champion']['why']}; the adapted setting it shares with the chatbots "
+                        f"that kept knobs, which answers it exactly as its champion ({entry['summary']})")}
     say(f"knobs kept on dev: {', '.join(sorted(knobs.kept)) or 'none'}")
     scoring_s = time.perf_counter() - started - search_s
 
