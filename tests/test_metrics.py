@@ -15,6 +15,7 @@ from copilot.evaluation.metrics import (
     metric_value,
     paired_comparison,
     paired_interval,
+    ratio_difference_interval,
     score,
     semantic_hits,
     summarize,
@@ -60,6 +61,42 @@ def test_recall_and_mrr_by_hand() -> None:
     assert (b["n_turns"], b["recall@1"], b["recall@3"], b["mrr"]) == (2, 0.0, 0.5, 0.25)
     for name in ("recall@1", "recall@3", "recall@5", "mrr"):
         assert overall[f"{name}_low"] <= overall[name] <= overall[f"{name}_high"]
+
+
+def test_precision_counts_only_turns_with_a_suggestion_and_recall_counts_them_as_misses() -> None:
+    scores = score(_tiny(), ["recall@1", "precision@1", "coverage"], n_boot=200, seed=1)
+    # labelled turns with a suggestion: c1/1 hit, c1/3 rank 3, c2/1 absent, c3/1 rank 2 (c3/3 got none)
+    assert scores["precision@1"] == pytest.approx(1 / 4)
+    assert scores["recall@1"] == pytest.approx(1 / 5)  # c3/3, with nothing suggested, is a miss
+    assert scores["coverage"] == pytest.approx(5 / 6)  # every agent turn, free ones too
+    assert scores["precision@1_low"] <= scores["precision@1"] <= scores["precision@1_high"]
+    hidden = predictions_frame([_row("s", "A", "c1", 1, "x", []), _row("s", "A", "c1", 3, None, ["a"])])
+    nothing = score(hidden, ["recall@1", "precision@1", "coverage"], n_boot=50)
+    assert (nothing["recall@1"], nothing["precision@1"], nothing["coverage"]) == (0.0, None, 0.5)
+
+
+def test_suggestion_scores_travel_in_the_table() -> None:
+    from copilot.data.predictions import row_suggestions
+
+    row = prediction_row(strategy="s", chatbot="A", conversation_id="c", turn_index=1, truth_label="x",
+                         truth_text="t", suggestions=[Suggestion("a", 0.75, "x"), Suggestion("free", 0.25)],
+                         latency_ms=1.0)
+    assert row["suggested_scores"] == [0.75, 0.25]
+    assert row_suggestions(row) == [Suggestion("a", 0.75, "x"), Suggestion("free", 0.25)]
+    older = {k: v for k, v in row.items() if k != "suggested_scores"}  # a table written before the column
+    assert [s.label for s in row_suggestions(older)] == ["x", None]
+    assert all(np.isnan(s.score) for s in row_suggestions(older))
+
+
+def test_difference_of_two_ratios_by_hand() -> None:
+    # three conversations; b drops the turns of conversation 2 (all misses) from the denominator
+    hits_a, turns_a = np.array([2.0, 1.0, 0.0]), np.array([2.0, 2.0, 2.0])
+    hits_b, turns_b = np.array([2.0, 1.0, 0.0]), np.array([2.0, 2.0, 0.0])
+    paired = ratio_difference_interval(hits_a, turns_a, hits_b, turns_b, n_boot=500, seed=0)
+    assert paired.diff == pytest.approx(3 / 4 - 3 / 6)
+    assert paired.low <= paired.diff <= paired.high and paired.n_conversations == 3
+    same = ratio_difference_interval(hits_a, turns_a, hits_a, turns_a, n_boot=200, seed=0)
+    assert (same.diff, same.low, same.high) == (0.0, 0.0, 0.0)
 
 
 def test_intervals_contain_the_estimate_and_are_deterministic_by_seed() -> None:
@@ -167,8 +204,8 @@ def test_paired_interval_resamples_conversations() -> None:
 
 
 def test_metric_registry() -> None:
-    assert {"recall@1", "recall@3", "recall@5", "mrr", "semantic@1", "semantic@3", "coverage", "latency_p50",
-            "latency_p95", "tokens"} <= set(METRICS.names())
+    assert {"recall@1", "recall@3", "recall@5", "mrr", "semantic@1", "semantic@3", "coverage", "precision@1",
+            "latency_p50", "latency_p95", "tokens"} <= set(METRICS.names())
     assert METRICS.get("mrr").higher_is_better and not METRICS.get("latency_p95").higher_is_better
     with pytest.raises(UnknownNameError, match="did you mean 'recall@1'"):
         METRICS.get("recal@1")

@@ -119,7 +119,7 @@ def test_strategy_conformance(name: str, splits: dict[str, Dataset], request: py
 
 
 def test_registry_has_every_family() -> None:
-    assert {"tfidf", "bm25", "dense", "classifier", "llm", "hybrid"} <= set(STRATEGIES.names())
+    assert {"tfidf", "bm25", "dense", "classifier", "llm", "hybrid", "adapted"} <= set(STRATEGIES.names())
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """Constructed data of the workbench tests, in the shapes the other parts produce: an evaluation (the per-turn
-predictions table, summary.json, each strategy's params), a replay's handoff.json and a champion-vs-global table."""
+predictions table, summary.json, each strategy's params), a replay's handoff.json, a champion-vs-global table and
+a tuning.json with the knobs kept per chatbot."""
 
 from __future__ import annotations
 
@@ -80,3 +81,18 @@ def champions_vs_global() -> pd.DataFrame:
         "global": ["tfidf(ngram_range=(1, 2))"] * 2,
         "global_recall@1": [0.6, 0.4], "global_recall@1_low": [0.4, 0.2], "global_recall@1_high": [0.8, 0.6],
     })
+
+
+def with_champions(frame: pd.DataFrame) -> pd.DataFrame:
+    """The table plus ``champions`` rows (the first strategy's, renamed), as an evaluation of a tuned task has."""
+    first = frame[frame["strategy"] == frame["strategy"].iloc[0]].assign(strategy="champions")
+    return pd.concat([frame, first], ignore_index=True)
+
+
+TUNING: dict[str, Any] = {"per_chatbot": {
+    "bank": {"knobs": {"base": "tfidf(ngram_range=(1, 2))", "summary": "blend 0.5 with bm25(k1=1.2); threshold 0.4200",
+                       "kept": {"partner": "bm25(k1=1.2)", "blend": 0.5, "threshold": 0.42, "partner_name": "bm25"}}},
+    "weather": {"knobs": {"base": "tfidf(ngram_range=(1, 2))", "kept": None,
+                          "summary": "none kept: no blend: no weight's paired interval excluded 0; "
+                                     "not searched: the task sets no knobs.precision_target"}},
+}}

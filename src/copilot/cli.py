@@ -27,7 +27,7 @@ from copilot.evaluation.tuning import tune
 from copilot.live.replay import run_replay, select
 from copilot.live.replayer import ReplayConfig
 from copilot.registry import UnknownNameError
-from copilot.report.report import load_table, write_report
+from copilot.report.report import knobs_table, load_table, write_report
 from copilot.serving.tracking import WorkbenchTracker, mlflow_ui_command
 from copilot.settings import Settings, find_project_root
 from copilot.strategies.embeddings import EmbeddingCache
@@ -176,7 +176,8 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     sources = {name: path for name, path in (("summary", args.summary), ("predictions", args.predictions),
                                              ("handoff", args.handoff), ("replay turns", args.replay_turns),
-                                             ("champions vs global", args.champions_vs_global)) if path}
+                                             ("champions vs global", args.champions_vs_global),
+                                             ("tuning", args.tuning)) if path}
     path = write_report(
         args.out if args.out is not None else find_project_root() / "reports",
         summary=read_json(args.summary) if args.summary else {},
@@ -184,6 +185,7 @@ def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
         handoff=read_json(args.handoff) if args.handoff else None,
         replay_turns=load_table(args.replay_turns) if args.replay_turns else None,
         champions_vs_global=load_table(args.champions_vs_global) if args.champions_vs_global else None,
+        knobs=knobs_table(read_json(args.tuning)) if args.tuning else None,
         title=args.title,
         sources=sources,
     )
@@ -306,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--replay-turns", metavar="FILE", help="the replay's per-turn table (turns.parquet)")
     report.add_argument("--champions-vs-global", metavar="CSV",
                         help="per chatbot: champion, global and their recall@1 with _low/_high bounds")
+    report.add_argument("--tuning", metavar="FILE", help="the tuning's tuning.json (the knobs kept per chatbot)")
     report.add_argument("--title", default="Copilot report")
     report.set_defaults(handler=_cmd_report)
 

@@ -34,7 +34,7 @@ from copilot.evaluation.tasks import Task, load_task
 from copilot.evaluation.tuning import TuningResult, tune
 from copilot.live.replay import ReplayResult, run_replay, select
 from copilot.live.replayer import ReplayConfig
-from copilot.report.report import write_report
+from copilot.report.report import knobs_table, write_report
 from copilot.serving.tracking import WorkbenchTracker
 from copilot.settings import Settings, find_project_root
 from copilot.strategies.embeddings import EmbeddingCache
@@ -202,6 +202,8 @@ def report_stage(ws: Workspace, settings: Settings) -> Path:
         handoff=read_json(handoff_path) if handoff_path.exists() else None,
         replay_turns=pd.read_parquet(turns_path) if turns_path.exists() else None,
         champions_vs_global=champions_vs_global(summary, tuning),
+        knobs=knobs_table(tuning),
         title=f"Copilot report: {ws.name}",
-        sources={"test split": str(ws.split("test")), "summary": str(ws.evaluate_dir / "summary.json")},
+        sources={"test split": str(ws.split("test")), "summary": str(ws.evaluate_dir / "summary.json"),
+                 "tuning": str(ws.tune_dir / "tuning.json")},
     )

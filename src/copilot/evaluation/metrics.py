@@ -11,6 +11,10 @@ A metric turns the table into one value per turn and a mask of the turns it coun
   suggested texts has MiniLM cosine >= :data:`SEMANTIC_THRESHOLD` (0.7) with what the agent really sent. Needs an
   :class:`~copilot.strategies.embeddings.Embedder`; computed only when asked for.
 - ``coverage``: over all agent turns, 1 when there is at least one suggestion.
+- ``precision@1``: over labelled agent turns that got at least one suggestion, 1 when the first suggestion is the
+  truth label: how often the suggestion is right when one is shown. recall@k counts a turn without suggestion as a
+  miss, precision@1 does not count it, so a trigger threshold that hides unsure suggestions lowers recall@1 and
+  coverage and can raise precision@1 (:mod:`copilot.strategies.adapted`).
 - ``tokens``: over all agent turns, the mean LLM tokens per turn.
 - ``latency_p50``, ``latency_p95``: percentiles of ``latency_ms`` over all agent turns (no interval).
 
@@ -41,7 +45,8 @@ if TYPE_CHECKING:
 
 SEMANTIC_THRESHOLD = 0.7
 CONFIDENCE = 0.95
-DEFAULT_METRICS = ("recall@1", "recall@3", "recall@5", "mrr", "coverage", "latency_p50", "latency_p95", "tokens")
+DEFAULT_METRICS = ("recall@1", "recall@3", "recall@5", "mrr", "coverage", "precision@1", "latency_p50", "latency_p95",
+                   "tokens")
 
 TurnValues = Callable[[pd.DataFrame, "Embedder | None"], tuple[np.ndarray, np.ndarray]]
 
@@ -139,7 +144,16 @@ def _semantic(k: int) -> TurnValues:
 
 
 def _coverage(frame: pd.DataFrame, embedder: Embedder | None) -> tuple[np.ndarray, np.ndarray]:
-    return np.array([len(t) > 0 for t in frame["suggested_texts"]], dtype=float), np.ones(len(frame), bool)
+    return _suggested(frame).astype(float), np.ones(len(frame), bool)
+
+
+def _suggested(frame: pd.DataFrame) -> np.ndarray:
+    """Whether each turn got at least one suggestion."""
+    return np.array([len(t) > 0 for t in frame["suggested_texts"]], dtype=bool)
+
+
+def _precision_at_1(frame: pd.DataFrame, embedder: Embedder | None) -> tuple[np.ndarray, np.ndarray]:
+    return _hit_at(1)(truth_ranks(frame)), _labelled(frame) & _suggested(frame)
 
 
 def _column(name: str) -> TurnValues:
@@ -159,6 +173,8 @@ for _k in (1, 3):
                            description=f"free-typed turns: a top-{_k} text with MiniLM cosine >= "
                                        f"{SEMANTIC_THRESHOLD} to the truth"))
 register_metric(Metric("coverage", True, _coverage, description="turns with at least one suggestion"))
+register_metric(Metric("precision@1", True, _precision_at_1,
+                       description="labelled turns that got a suggestion: the first one is the truth label"))
 register_metric(Metric("latency_p50", False, _column("latency_ms"), reduce="p50", description="median ms per turn"))
 register_metric(Metric("latency_p95", False, _column("latency_ms"), reduce="p95", description="95th percentile ms"))
 register_metric(Metric("tokens", False, _column("tokens"), description="mean LLM tokens per turn"))
@@ -351,6 +367,36 @@ def paired_interval(
     return Paired(diff, low, high, len(a), n_groups)
 
 
+def ratio_difference_interval(
+    num_a: np.ndarray, den_a: np.ndarray, num_b: np.ndarray, den_b: np.ndarray, *, n_boot: int = 1000,
+    seed: int = 0, confidence: float = CONFIDENCE,
+) -> Paired:
+    """sum(num_b)/sum(den_b) − sum(num_a)/sum(den_a) and its bootstrap interval, the four arrays per-conversation
+    sums over the same conversations (one draw of conversations serves both ratios, so the difference is paired).
+
+    For a ratio metric whose counted turns differ between a and b, e.g. precision@1 with and without a trigger
+    threshold (a threshold removes turns from the denominator). Draws where either denominator is 0 are left out.
+    ``n_turns`` is sum(den_a).
+    """
+    arrays = [np.asarray(x, dtype=float) for x in (num_a, den_a, num_b, den_b)]
+    if len({len(x) for x in arrays}) != 1:
+        raise ValueError("per-conversation sums must be aligned: same conversations, same length")
+    num_a, den_a, num_b, den_b = arrays
+    n_groups = len(num_a)
+    if den_a.sum() == 0 or den_b.sum() == 0:
+        return Paired(math.nan, math.nan, math.nan, int(den_a.sum()), n_groups)
+    diff = float(num_b.sum() / den_b.sum() - num_a.sum() / den_a.sum())
+    if n_boot <= 0:
+        return Paired(diff, math.nan, math.nan, int(den_a.sum()), n_groups)
+    weights = bootstrap_weights(n_groups, n_boot, seed)
+    da, db = weights @ den_a, weights @ den_b
+    ok = (da > 0) & (db > 0)
+    boots = (weights @ num_b)[ok] / db[ok] - (weights @ num_a)[ok] / da[ok]
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(boots, [alpha, 1 - alpha])
+    return Paired(diff, float(low), float(high), int(den_a.sum()), n_groups)
+
+
 def paired_comparison(
     frame_a: pd.DataFrame, frame_b: pd.DataFrame, metric: str = "recall@1", *, n_boot: int = 1000, seed: int = 0,
     embedder: Embedder | None = None,
@@ -362,11 +408,11 @@ def paired_comparison(
         raise ValueError(f"{metric} is a percentile: no paired comparison")
     keys = ["chatbot", "conversation_id", "turn_index"]
     merged = frame_a.merge(frame_b, on=keys, suffixes=("_a", "_b"), validate="one_to_one")
-    columns = ("truth_label", "truth_text", "suggested_labels", "suggested_texts", "latency_ms", "tokens")
+    columns = [c for c in frame_a.columns if c in frame_b.columns and c not in (*keys, "strategy")]
     values = {}
     for side in ("a", "b"):
         part = merged[keys + [f"{c}_{side}" for c in columns]]
-        part.columns = keys + list(columns)
+        part.columns = keys + columns
         values[side] = spec.turn_values(part, embedder)
     mask = values["a"][1] & values["b"][1]
     groups = (merged["chatbot"].astype(str) + "\0" + merged["conversation_id"].astype(str)).to_numpy()[mask]
@@ -396,6 +442,13 @@ def decide_winner(
         higher_is_better: the metric's direction (:attr:`Metric.higher_is_better`).
     """
     paired = paired_interval(champion_scores, challenger_scores, conversations, n_boot=n_boot, seed=seed)
+    return decision_from_interval(paired, higher_is_better=higher_is_better)
+
+
+def decision_from_interval(paired: Paired, *, higher_is_better: bool = True) -> Decision:
+    """The champion rule on an interval already computed: switch only when it lies strictly on the better side
+    of 0 (and the mean difference too). :func:`decide_winner` for aligned per-turn values; the per-chatbot
+    threshold of :mod:`copilot.evaluation.tuning` for a difference of ratios (:func:`ratio_difference_interval`)."""
     if math.isnan(paired.diff) or math.isnan(paired.low):
         return Decision(False, paired, "keep: no turns to compare")
     better = paired.low > 0 and paired.diff > 0 if higher_is_better else paired.high < 0 and paired.diff < 0

@@ -29,6 +29,7 @@ from copilot.data.records import Dataset, load_dataset
 from copilot.evaluation.metrics import METRICS, summarize
 from copilot.evaluation.tasks import Champion, Task
 from copilot.strategies import Strategy, make_strategy
+from copilot.strategies.adapted import AdaptedStrategy
 from copilot.strategies.embeddings import Embedder, EmbeddingCache
 
 CHAMPIONS = "champions"
@@ -114,10 +115,16 @@ def champions_predictions(
 
     Chatbots sharing a champion (same family and settings) share one fit. ``fitted`` maps
     ``_key(name, full settings)`` to strategies already fitted on the same train data (the task's strategies),
-    reused when a champion has exactly their settings. ``embedding_cache``: where the champions' sentence vectors
-    are kept (:meth:`~copilot.strategies.base.Strategy.use_embedding_cache`).
+    reused when a champion has exactly their settings, or when an ``adapted`` champion's base or partner has
+    (:meth:`~copilot.strategies.adapted.AdaptedStrategy.reuse_fitted`). ``embedding_cache``: where the champions'
+    sentence vectors are kept (:meth:`~copilot.strategies.base.Strategy.use_embedding_cache`).
     """
     fitted = {} if fitted is None else fitted
+    known = dict(fitted)  # the task's strategies: members an adapted champion may take as they are
+
+    def member(name: str, params: Mapping[str, Any]) -> Strategy | None:
+        return known.get(_key(name, make_strategy(name, params).get_params()))
+
     by_setting: dict[str, list[str]] = {}
     for bot, champion in champions.items():
         full = make_strategy(champion.strategy, champion.params).get_params()  # defaults filled in
@@ -129,7 +136,10 @@ def champions_predictions(
             if say:
                 names = ", ".join(sorted(bots)) if len(bots) <= 3 else f"{len(bots)} chatbots"
                 say(f"fitting champion {name} {params} for {names}")
-            fitted[key] = make_strategy(name, params).use_embedding_cache(embedding_cache).fit(train)
+            strategy = make_strategy(name, params).use_embedding_cache(embedding_cache)
+            if isinstance(strategy, AdaptedStrategy):
+                strategy.reuse_fitted(member)
+            fitted[key] = strategy.fit(train)
         part = test.subset(c for c in test.conversations if c.chatbot in set(bots))
         frames.append(predict(fitted[key], part, strategy_id=CHAMPIONS, k=k))
     return pd.concat(frames, ignore_index=True) if frames else predictions_frame([])

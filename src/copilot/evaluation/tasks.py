@@ -10,7 +10,7 @@ arguments). Schema (docs/evaluation.md)::
     split: {seed: 0, fractions: [0.7, 0.1, 0.2]}
     chatbots: all                 # or a list of chatbot ids
     k: 5                          # suggestions per turn
-    metrics: [recall@1, recall@3, recall@5, mrr, coverage, latency_p50, latency_p95, tokens]
+    metrics: [recall@1, recall@3, recall@5, mrr, coverage, precision@1, latency_p50, latency_p95, tokens]
     selection_metric: recall@1    # what tuning maximises (or minimises: the metric's higher_is_better)
     n_boot: 1000
     seed: 0                       # the bootstrap's seed
@@ -19,6 +19,12 @@ arguments). Schema (docs/evaluation.md)::
         id: tfidf                 # optional, default the name; unique; the strategy's key in summary.json
         params: {window: 1}       # base settings: what evaluate fits
         grid: {neighbours: [10, 20]}   # what tune searches, on top of params
+    knobs:                        # optional: the per-chatbot knobs tune searches on top of each champion
+      blend: [0.25, 0.5, 0.75]    # blend weights tried with a partner (default; [] searches no blend)
+      partner: null               # a strategy id: always blend with it (default: per chatbot the best candidate
+                                  # of another family on that chatbot's dev turns)
+      precision_target: null      # a precision@1 to reach with a trigger threshold (default null: not searched)
+      min_coverage: 0.5           # a threshold is kept only when at least this share of turns keeps a suggestion
     champions:                    # optional, written by ``copilot tune --write-task``
       some_chatbot: {strategy: tfidf, params: {window: 2, neighbours: 10}}
 
@@ -46,8 +52,9 @@ from copilot.settings import Settings
 from copilot.strategies import STRATEGIES
 
 KEYS = {"include", "name", "data", "split", "chatbots", "k", "metrics", "selection_metric", "n_boot", "seed",
-        "strategies", "champions", "global", "description"}
+        "strategies", "champions", "global", "description", "knobs"}
 STRATEGY_KEYS = {"name", "id", "params", "grid", "drop"}
+KNOB_KEYS = {"blend", "partner", "precision_target", "min_coverage"}
 
 
 class TaskError(ValueError):
@@ -68,6 +75,17 @@ class StrategySpec:
         keys = list(self.grid)
         return [{**self.params, **dict(zip(keys, combo, strict=True))}
                 for combo in itertools.product(*(list(self.grid[k]) for k in keys))]
+
+
+@dataclass(frozen=True)
+class KnobSettings:
+    """What tune searches per chatbot on top of its champion (:mod:`copilot.strategies.adapted`): blend weights
+    with a partner, and a trigger threshold when ``precision_target`` is set (YAML key ``knobs``)."""
+
+    blend: tuple[float, ...] = (0.25, 0.5, 0.75)
+    partner: str | None = None  # a strategy id of the task; None: per chatbot, the best of another family
+    precision_target: float | None = None  # None: no threshold searched
+    min_coverage: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -92,7 +110,7 @@ class Task:
     split_fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
     chatbots: tuple[str, ...] | None = None
     k: int = 5
-    metrics: tuple[str, ...] = ("recall@1", "recall@3", "recall@5", "mrr", "coverage", "latency_p50",
+    metrics: tuple[str, ...] = ("recall@1", "recall@3", "recall@5", "mrr", "coverage", "precision@1", "latency_p50",
                                 "latency_p95", "tokens")
     selection_metric: str = "recall@1"
     n_boot: int = 1000
@@ -100,6 +118,7 @@ class Task:
     strategies: tuple[StrategySpec, ...] = ()
     champions: Mapping[str, Champion] = field(default_factory=dict)
     global_strategy: Champion | None = None  # the tuned single strategy for every chatbot (YAML key ``global``)
+    knobs: KnobSettings = field(default_factory=KnobSettings)
     description: str = ""
 
     def strategy(self, strategy_id: str) -> StrategySpec:
@@ -186,7 +205,7 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
                 else:
                     entries[entry_id] = entry
             out["strategies"] = list(entries.values())
-        elif key == "champions" and isinstance(base.get(key), dict) and isinstance(value, dict):
+        elif key in ("champions", "knobs") and isinstance(base.get(key), dict) and isinstance(value, dict):
             out[key] = {**base[key], **value}
         else:
             out[key] = value
@@ -239,7 +258,11 @@ def load_task(path: str | os.PathLike[str], *, only: Iterable[str] | None = None
         global_strategy=(Champion(str(raw["global"]["strategy"]), dict(raw["global"].get("params") or {}))
                          if isinstance(raw.get("global"), dict) and "strategy" in raw["global"] else None),
         description=str(raw.get("description", "")),
+        knobs=_knobs(raw.get("knobs"), where),
     )
+    if task.knobs.partner is not None and task.knobs.partner not in ids:
+        raise TaskError(f"{where}: knobs.partner: " + _unknown(f"strategy id {task.knobs.partner!r}",
+                                                               task.knobs.partner, ids))
     if only is not None:
         task = task.only(only)
     for name in [*task.metrics, task.selection_metric]:
@@ -261,6 +284,30 @@ def load_task(path: str | os.PathLike[str], *, only: Iterable[str] | None = None
             raise TaskError(f"{where}: champions.{bot}: "
                             + _unknown(f"strategy {champion.strategy!r}", champion.strategy, STRATEGIES.names()))
     return task
+
+
+def _knobs(raw: Any, where: str) -> KnobSettings:
+    """The ``knobs`` mapping checked: known keys, blend weights in (0, 1], a target in (0, 1], a coverage in [0, 1]."""
+    if raw is None:
+        return KnobSettings()
+    if not isinstance(raw, dict):
+        raise TaskError(f"{where}: knobs is a mapping ({', '.join(sorted(KNOB_KEYS))})")
+    for key in raw:
+        if key not in KNOB_KEYS:
+            raise TaskError(f"{where}: knobs: " + _unknown(f"key {key!r}", str(key), KNOB_KEYS))
+    default = KnobSettings()
+    blend = raw.get("blend", list(default.blend))
+    if not isinstance(blend, list) or not all(isinstance(w, int | float) and 0 < w <= 1 for w in blend):
+        raise TaskError(f"{where}: knobs.blend is a list of weights in (0, 1], not {blend!r}")
+    target = raw.get("precision_target")
+    if target is not None and not (isinstance(target, int | float) and 0 < target <= 1):
+        raise TaskError(f"{where}: knobs.precision_target is a precision@1 in (0, 1] or null, not {target!r}")
+    coverage = raw.get("min_coverage", default.min_coverage)
+    if not (isinstance(coverage, int | float) and 0 <= coverage <= 1):
+        raise TaskError(f"{where}: knobs.min_coverage is a share of turns in [0, 1], not {coverage!r}")
+    partner = raw.get("partner")
+    return KnobSettings(tuple(float(w) for w in blend), None if partner is None else str(partner),
+                        None if target is None else float(target), float(coverage))
 
 
 def write_tuned_task(

@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from copilot.data.predictions import score_shares
+
 TIMINGS = {
     "escalation_to_notification_ms": "escalation to notification",
     "claim_ms": "claim",
@@ -29,6 +31,7 @@ TIMINGS = {
     "suggestion_ms": "suggestion",
 }
 MISS = 0  # the rank of a turn whose truth is in none of the suggestions
+ALL_CHATBOTS = "all chatbots"
 
 
 def png(figure: Figure, dpi: int = 100) -> bytes:
@@ -197,6 +200,75 @@ def rank_histogram(frame: pd.DataFrame, k: int = 5, title: str = "Where the agen
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of turns")
     figure.legend(ncols=k + 1, fontsize=7, loc="outside lower center")
+    ax.set_title(title, fontsize=10)
+    return figure
+
+
+def top_share(scores: Any) -> float:
+    """How sure a turn's suggestions are: the first one's share of the listed suggestions' scores
+    (:func:`copilot.data.predictions.score_shares`), 0 for a turn without suggestion, NaN without scores."""
+    if scores is None or isinstance(scores, float):
+        return math.nan
+    values = list(scores)
+    return score_shares(values)[0] if values else 0.0
+
+
+def precision_coverage_points(frame: pd.DataFrame) -> pd.DataFrame:
+    """The precision/coverage trade-off of a trigger threshold swept over each turn's :func:`top_share`, per chatbot
+    and for all chatbots together (:data:`ALL_CHATBOTS`, one threshold for every chatbot): one row per distinct
+    share, columns chatbot, threshold, coverage (share of all turns still shown a suggestion) and precision (of the
+    labelled turns shown one, the share whose first suggestion is the agent's template: precision@1).
+
+    ``frame`` is one strategy's rows of the predictions table with ``suggested_scores``; rows without scores are
+    left out."""
+    columns = ["chatbot", "threshold", "coverage", "precision"]
+    if frame.empty or "suggested_scores" not in frame:
+        return pd.DataFrame(columns=columns)
+    share = frame["suggested_scores"].map(top_share).to_numpy(dtype=float)
+    hit = np.array([isinstance(t, str) and labels is not None and len(labels) > 0 and labels[0] == t
+                    for t, labels in zip(frame["truth_label"], frame["suggested_labels"], strict=True)], dtype=bool)
+    data = pd.DataFrame({
+        "chatbot": frame["chatbot"].astype(str).to_numpy(), "share": share, "hit": hit,
+        "shown": frame["suggested_texts"].map(len).to_numpy() > 0, "labelled": frame["truth_label"].notna().to_numpy(),
+    })[~np.isnan(share)]
+    rows = []
+    for chatbot, part in [(ALL_CHATBOTS, data), *sorted(data.groupby("chatbot"), key=lambda item: str(item[0]))]:
+        shown = part[part["shown"]].sort_values("share", ascending=False, kind="stable")
+        if shown.empty:
+            continue
+        counted = (shown["labelled"]).cumsum().to_numpy()
+        hits = (shown["hit"] & shown["labelled"]).cumsum().to_numpy()
+        values = shown["share"].to_numpy()
+        last = np.flatnonzero(np.append(values[1:] != values[:-1], True))  # each distinct share's last turn
+        for i in last:
+            if counted[i]:
+                rows.append({"chatbot": str(chatbot), "threshold": float(values[i]), "coverage": (i + 1) / len(part),
+                             "precision": hits[i] / counted[i]})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def precision_coverage(frame: pd.DataFrame, title: str = "Precision against coverage as the threshold rises"
+                       ) -> Figure:
+    """:func:`precision_coverage_points` drawn: x coverage, y precision, a thin line per chatbot (labelled when
+    there are few) and all chatbots together in bold."""
+    points = precision_coverage_points(frame)
+    if points.empty:
+        return _empty("no suggestion scores to sweep a threshold over")
+    figure = Figure(figsize=(7.5, 4.8), layout="constrained")
+    ax = figure.subplots()
+    chatbots = [c for c in points["chatbot"].unique() if c != ALL_CHATBOTS]
+    for chatbot in chatbots:
+        line = points[points["chatbot"] == chatbot]
+        ax.plot(line["coverage"], line["precision"], linewidth=0.9, alpha=0.55,
+                label=chatbot if len(chatbots) <= 10 else None)
+    overall = points[points["chatbot"] == ALL_CHATBOTS]
+    ax.plot(overall["coverage"], overall["precision"], color="black", linewidth=2.6, label=ALL_CHATBOTS)
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("coverage: share of turns shown a suggestion")
+    ax.set_ylabel("precision: first suggestion right")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left", ncols=2 if len(chatbots) > 5 else 1)
     ax.set_title(title, fontsize=10)
     return figure
 

@@ -1,7 +1,8 @@
 """The report for product: one static HTML page, ``index.html``, readable without a server or the internet.
 
 Sections: the per-chatbot leaderboard with intervals (tables and a faceted interval plot), each chatbot's champion
-against the global strategy, suggestion latency distributions (offline, and through the live server in the
+against the global strategy, the per-chatbot knobs kept by the tuning with the precision/coverage curve of a trigger
+threshold on the champions' test turns, suggestion latency distributions (offline, and through the live server in the
 replay), and the handoff timings of the replay. Plots come from :mod:`copilot.report.plots` and are embedded as PNG data
 URIs, so the page is one file that can be mailed or attached. Any input may be missing; its section then says
 what to pass.
@@ -28,9 +29,11 @@ from copilot._io import file_sha256, write_text_atomic
 from copilot.report import plots
 
 METRICS = ("recall@1", "recall@3", "recall@5", "mrr")
+CHAMPIONS = "champions"  # the evaluation's strategy id of the per-chatbot champions (copilot.evaluation.runs)
 SECTIONS = {
     "leaderboard": "Leaderboard per chatbot",
     "champions": "Champion against the global strategy",
+    "knobs": "Per-chatbot knobs: blend and threshold",
     "latency": "Suggestion latency",
     "handoff": "Handoff timings",
     "provenance": "Where these figures come from",
@@ -67,7 +70,8 @@ def load_table(path: str | Path) -> pd.DataFrame:
 
 def write_report(out_dir: str | Path, *, summary: Mapping[str, Any], predictions: pd.DataFrame | None = None,
                  handoff: Mapping[str, Any] | None = None, replay_turns: pd.DataFrame | None = None,
-                 champions_vs_global: pd.DataFrame | None = None, title: str = "Copilot report",
+                 champions_vs_global: pd.DataFrame | None = None, knobs: pd.DataFrame | None = None,
+                 title: str = "Copilot report",
                  sources: Mapping[str, str | Path] | None = None, metric: str = "recall@1") -> Path:
     """Write ``out_dir/index.html``; returns its path.
 
@@ -78,6 +82,7 @@ def write_report(out_dir: str | Path, *, summary: Mapping[str, Any], predictions
         replay_turns: the replay's per-turn table (same columns as predictions), for latency through the server.
         champions_vs_global: columns chatbot, champion, global, ``champion_<metric>``, ``global_<metric>`` and
             their ``_low``/``_high`` bounds.
+        knobs: the knobs each chatbot kept (:func:`knobs_table` of the tuning's tuning.json).
         sources: the files the inputs were read from (name -> path); their SHA-256 are printed in the page.
         metric: the metric that ranks strategies.
     """
@@ -93,6 +98,7 @@ def write_report(out_dir: str | Path, *, summary: Mapping[str, Any], predictions
         + "</ul></nav>",
         _section("leaderboard", _leaderboard(summary, metric, predictions)),
         _section("champions", _champions(champions_vs_global, metric)),
+        _section("knobs", _knobs(knobs, predictions)),
         _section("latency", _latency(predictions, replay_turns)),
         _section("handoff", _handoff(handoff)),
         _section("provenance", _provenance(hashes, content_hash, generated)),
@@ -219,6 +225,65 @@ def _champions(frame: pd.DataFrame | None, metric: str) -> str:
     lines.append("</tbody></table>")
     lines.append(_img(plots.champion_vs_global(frame, metric), "each chatbot's champion against the global strategy"))
     return "\n".join(lines)
+
+
+def knobs_table(tuning: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per chatbot of ``copilot tune``'s tuning.json: its champion, the knobs it kept (partner, blend weight,
+    threshold) and why; empty for a tuning written before the knob stage."""
+    rows = []
+    for bot, entry in sorted((tuning.get("per_chatbot") or {}).items()):
+        knobs = entry.get("knobs")
+        if not isinstance(knobs, Mapping):
+            continue
+        kept = knobs.get("kept") or {}
+        rows.append({"chatbot": bot, "champion": knobs.get("base", ""), "partner": kept.get("partner"),
+                     "blend": kept.get("blend") or None, "threshold": kept.get("threshold"),
+                     "kept": bool(kept), "why": knobs.get("summary", "")})
+    return pd.DataFrame(rows, columns=["chatbot", "champion", "partner", "blend", "threshold", "kept", "why"])
+
+
+CURVE_CAPTION = (
+    "What a threshold would do on the test split: each chatbot shows its champion's suggestions only when the first "
+    "one is sure enough (its share of the listed suggestions' scores). Raising that bar moves a line to the left: "
+    "fewer turns get a suggestion (coverage), and those that do are right more often (precision: the first "
+    "suggestion is the template the agent chose). One thin line per chatbot; the bold line is all chatbots with one "
+    "bar. Turns a kept threshold already hid sit to the right of where each line ends.")
+
+
+def _knobs(table: pd.DataFrame | None, predictions: pd.DataFrame | None) -> str:
+    parts = ["<p>On top of its champion, each chatbot may keep two knobs, tuned on the development split: a blend "
+             "with a second strategy (its partner, with a weight) and a threshold below which it shows no suggestion "
+             "at all. A knob is kept only when it is clearly better on that chatbot's development turns: its "
+             "interval, resampled by conversation, excludes 0.</p>"]
+    if table is None:
+        parts.append(_note("No tuning result was given (pass --tuning FILE: the tuning's tuning.json)."))
+    elif table.empty:
+        parts.append(_note("The tuning result has no knobs (it was written before the knob stage)."))
+    else:
+        kept = int(table["kept"].sum())
+        parts.append(f"<p>{kept} of {len(table)} chatbots kept a knob.</p>")
+        lines = ['<div class="wide"><table><thead><tr><th>chatbot</th><th>champion</th><th>blend partner</th>'
+                 "<th>weight</th><th>threshold</th><th>what was kept, or why nothing</th></tr></thead><tbody>"]
+        for row in table.sort_values("chatbot").to_dict("records"):
+            css = ' class="best"' if row["kept"] else ""
+            partner = row["partner"] if isinstance(row["partner"], str) else ""
+            lines.append(f"<tr{css}><td>{_e(row['chatbot'])}</td><td class=\"name\">{_e(row['champion'])}</td>"
+                         f"<td class=\"name\">{_e(partner)}</td><td>{_number(row['blend'], 2)}</td>"
+                         f"<td>{_number(row['threshold'], 3)}</td><td class=\"name\">{_e(row['why'])}</td></tr>")
+        lines.append("</tbody></table></div>")
+        parts.append("\n".join(lines))
+    champions = (predictions[predictions["strategy"] == CHAMPIONS]
+                 if predictions is not None and not predictions.empty else None)
+    if champions is None or champions.empty:
+        parts.append(_note("No champions rows in the predictions table (pass --predictions FILE of an evaluation of "
+                           "the tuned task) for the precision/coverage curve."))
+    elif plots.precision_coverage_points(champions).empty:
+        parts.append(_note("The predictions have no suggestion scores (suggested_scores; written by an older "
+                           "evaluation): no precision/coverage curve."))
+    else:
+        parts += [f"<p>{_e(CURVE_CAPTION)}</p>",
+                  _img(plots.precision_coverage(champions), "precision against coverage of a threshold, per chatbot")]
+    return "\n".join(parts)
 
 
 def _signed(value: float) -> str:
