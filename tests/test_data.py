@@ -25,9 +25,9 @@ def test_stats_count_per_chatbot(sample: Dataset) -> None:
     assert frame.loc["card_support", "agent_turns"] == sum(t.role == "agent" for c in card for t in c.turns)
     assert frame.loc["card_support", "labelled_agent_turns"] == sum(
         t.role == "agent" and t.label is not None for c in card for t in c.turns)
-    assert frame.loc["pizza_delivery", "response_set"] == 11
+    assert frame.loc["pizza_delivery", "response_set"] == 13
     assert frame.loc["TOTAL", "conversations"] == 48
-    assert frame.loc["TOTAL", "response_set"] == 31
+    assert frame.loc["TOTAL", "response_set"] == 34
 
 
 def test_split_is_reproducible_and_leak_free(sample: Dataset) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from copilot.data.context import Context, contexts_for
+from copilot.data.context import Context, contexts_for, render_tool
 from copilot.data.records import Dataset, load_dataset
 from copilot.data.splits import split_dataset
 from copilot.settings import Settings
@@ -51,9 +51,11 @@ def held_out(data: Dataset, limit: int) -> list[Context]:
     out = []
     for conversation in data.conversations:
         for index, context in contexts_for(conversation):
-            # Exactly the turns before the predicted one: never the predicted turn, its draft or options, or later.
-            assert [(c.role, c.text, c.label) for c in context.turns] == [
-                (t.role, t.text, t.label) for t in conversation.turns[:index]]
+            # Exactly the turns before the predicted one: never the predicted turn, its draft or options, or later;
+            # a lookup as its rendered text.
+            assert [(c.role, c.text, c.label, c.tool) for c in context.turns] == [
+                (t.role, render_tool(t.tool) if t.tool else t.text, t.label, t.tool)
+                for t in conversation.turns[:index]]
             out.append(context)
     # Spread over the chatbots: every few contexts, so each chatbot shows up.
     step = max(1, len(out) // limit)
