@@ -158,6 +158,27 @@ def test_llm_reply_parsing_maps_to_the_response_set() -> None:
     assert parse_labels("", labels) == []
 
 
+@pytest.mark.parametrize("mode", ["labels", "free_text"])
+def test_llm_prompt_shows_the_lookups_with_their_results(splits: dict[str, Dataset], mode: str) -> None:
+    strategy = make_strategy("llm", {"base_url": "https://api.example.invalid/v1", "mode": mode, "history": 3})
+    strategy.fit(splits["train"])
+    contexts = [context for c in splits["test"].conversations for _, context in contexts_for(c)
+                if context.turns[-1].tool is not None]
+    assert {context.turns[-1].by for context in contexts} == {"agent"}
+    for context in contexts:
+        lookup = context.turns[-1]
+        prompt = strategy.messages(context, 3)[-1]["content"]
+        assert f"\nLookup by agent: {lookup.text}\n" in prompt
+        assert lookup.text.startswith(f"{lookup.tool.name}(")
+    # A lookup the bot made before the escalation reads as the bot's.
+    bots = [context for c in splits["test"].conversations for _, context in contexts_for(c)
+            if any(t.by == "bot" for t in context.turns)]
+    context = bots[0]
+    lookup = next(t for t in context.turns if t.by == "bot")
+    long_history = make_strategy("llm", {"base_url": "https://api.example.invalid/v1", "mode": mode, "history": 50})
+    assert f"Lookup by bot: {lookup.text}\n" in long_history.fit(splits["train"]).messages(context, 3)[-1]["content"]
+
+
 def test_llm_needs_a_key_for_a_remote_endpoint(splits: dict[str, Dataset], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("COPILOT_TEST_NO_KEY", raising=False)
     strategy = make_strategy(
