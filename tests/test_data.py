@@ -25,9 +25,14 @@ def test_stats_count_per_chatbot(sample: Dataset) -> None:
     assert frame.loc["card_support", "agent_turns"] == sum(t.role == "agent" for c in card for t in c.turns)
     assert frame.loc["card_support", "labelled_agent_turns"] == sum(
         t.role == "agent" and t.label is not None for c in card for t in c.turns)
-    assert frame.loc["pizza_delivery", "response_set"] == 11
+    tools = [t for c in card for t in c.turns if t.role == "tool"]
+    assert frame.loc["card_support", "tool_turns"] == len(tools)
+    assert frame.loc["card_support", "agent_tool_turns"] == sum(t.by == "agent" for t in tools)
+    assert 0 < frame.loc["card_support", "agent_tool_turns"] < len(tools)  # the bot looks up after a hand back
+    assert frame.loc["TOTAL", "tool_turns"] == sum(t.role == "tool" for c in sample.conversations for t in c.turns)
+    assert frame.loc["pizza_delivery", "response_set"] == 13
     assert frame.loc["TOTAL", "conversations"] == 48
-    assert frame.loc["TOTAL", "response_set"] == 31
+    assert frame.loc["TOTAL", "response_set"] == 34
 
 
 def test_split_is_reproducible_and_leak_free(sample: Dataset) -> None:

@@ -187,3 +187,83 @@ def test_contexts_hold_only_what_came_before(tmp_path: Path) -> None:
               for s, t in enumerate(conv.turns[:5], start=1)]
     events.insert(3, {"seq": 4, "kind": "escalated"})
     assert context_from_events("shop", reversed(events)) == ctx
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tool turns, through the generic importer (`copilot import jsonl`)
+
+TOOL_CONV = {
+    "type": "conversation",
+    "conversation_id": "c2",
+    "chatbot": "shop",
+    "source": "test",
+    "escalation_index": 5,
+    "outcome": "handed_back",
+    "turns": [
+        {"role": "customer", "text": "hi"},
+        {"role": "bot", "text": "Hello!", "label": "hello"},
+        {"role": "customer", "text": "where is order 42?"},
+        {"role": "tool", "by": "bot", "name": "order_status", "request": {"order": "42"},
+         "result": {"items": [{"order": "42", "status": "late", "minutes": 20}], "total": 1},
+         "at": "2026-01-01T10:00:07Z"},
+        {"role": "customer", "text": "I want a person"},
+        {"role": "agent", "text": "Let me check that for you."},
+        {"role": "tool", "by": "agent", "name": "order_status", "request": {"order": "42"},
+         "error": "the order system did not answer"},
+        {"role": "tool", "by": "agent", "name": "order_status", "request": {"order": "42"},
+         "result": {"items": [{"order": "42", "status": "on_the_way", "minutes": 5}], "total": 1},
+         "meta": {"attempt": 2}},
+        {"role": "agent", "text": "It is on its way and arrives in 5 minutes."},
+        {"role": "tool", "by": "bot", "name": "opening_hours", "request": {}, "result": {"items": [], "total": 0}},
+        {"role": "bot", "text": "Anything else? We are here from 9 am."},
+    ],
+}
+
+
+def test_tool_turns_round_trip_through_the_generic_import(tmp_path: Path) -> None:
+    from copilot.cli import main as cli
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(lines(CHATBOT, TOOL_CONV)) + "\n")
+    out = tmp_path / "out.jsonl"
+    assert cli(["import", "jsonl", str(src), "--out", str(out)]) == 0
+    loaded = load_dataset(src)
+    assert load_dataset(out) == loaded
+    assert json.loads(out.read_text().splitlines()[1]) == TOOL_CONV
+    conv = loaded.conversations[0]
+    assert [t.maker for t in conv.turns if t.tool] == ["bot", "agent", "agent", "bot"]
+    assert conv.turns[6].tool is not None and conv.turns[6].tool.error == "the order system did not answer"
+    assert conv.turns[6].tool.result is None and conv.agent_turn_indices() == [5, 8]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ("turns.6.name", DELETE, "line 2: turns[6].name: is required"),
+        ("turns.6.request", ["42"], "line 2: turns[6].request: must be an object (field -> value), not list"),
+        ("turns.6.request", DELETE, "line 2: turns[6].request: is required: an object"),
+        ("turns.6.by", "customer", "line 2: turns[6].by: must be one of bot, agent (who made the lookup), not "
+                                   "'customer'"),
+        ("turns.6.name", "n" * 101, "line 2: turns[6].name: holds 101 characters; the limit is 100"),
+        ("turns.7.result", {"blob": "z" * 65_536}, "line 2: turns[7]: the tool event holds 65605 bytes of JSON; "
+                                                   "the limit is 65536"),
+        ("turns.7.result", [1], "line 2: turns[7].result: must be an object, not list"),
+        ("turns.6.text", "checking", "line 2: turns[6].text: is not a field of this format"),
+        ("turns.6.label", "hello", "line 2: turns[6].label: is not a field of this format"),
+        ("turns.3.by", "agent", "line 2: turns[3].role: an agent's tool turn cannot come before the escalation"),
+        ("turns.6.by", "bot", "line 2: turns[6].role: a bot's tool turn cannot come between agent turns"),
+    ],
+)
+def test_a_bad_tool_turn_is_named_by_line_and_field_and_nothing_is_written(
+        path: str, value: object, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from copilot.cli import main as cli
+
+    src = tmp_path / "bad.jsonl"
+    src.write_text("\n".join(lines(CHATBOT, mutated(path, value, TOOL_CONV))) + "\n")
+    out = tmp_path / "out.jsonl"
+    out.write_text("previous content\n")
+    assert cli(["import", "jsonl", str(src), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err, err
+    assert out.read_text() == "previous content\n"
+    assert list(tmp_path.glob(".out.jsonl.*")) == []

@@ -3,7 +3,11 @@ SQLite registry (the session's ``mlflow_uri``).
 
 - A replay through a server whose champions were exported from one fitted strategy completes every conversation,
   records one suggestions row per agent turn, and its summary equals the offline evaluation of that strategy on the
-  same conversations exactly (latency aside: the replay measures the wire, offline the call).
+  same conversations exactly (latency aside: the replay measures the wire, offline the call), the agent turns right
+  after a lookup included; every recorded tool turn was posted, and no customer received one.
+- A replayed conversation with tool turns is stored as recorded (each lookup by the party that made it), and the
+  context of each agent turn, built from the stored events up to the seq its suggestions were for, is the offline
+  context of that turn, which is also what the server's provider was given.
 - Moving the ``champion`` alias while the server runs changes the suggestions of the next customer message.
 - Export and load round trip; a chatbot without a champion gets no suggestions and its chat still works.
 """
@@ -19,13 +23,14 @@ from typing import Any
 import aiohttp
 import pandas as pd
 import pytest
+from handoff_testing import ADMIN_KEY, ContextEchoTestProvider, parts, server_starter
 
-from copilot.data.context import Context, ContextTurn, contexts_for
-from copilot.data.records import Dataset, load_dataset
+from copilot.data.context import Context, ContextTurn, context_from_events, contexts_for
+from copilot.data.records import Conversation, Dataset, load_dataset
 from copilot.live.client import Connection, HandoffHttp
-from copilot.live.protocol import EV_CLAIM, EV_ESCALATE, EV_MESSAGE, EV_SUGGESTIONS
+from copilot.live.protocol import EV_CLAIM, EV_ESCALATE, EV_MESSAGE, EV_SUGGESTIONS, EV_TOOL_EVENT
 from copilot.live.replay import replay, select, start_server
-from copilot.live.replayer import ReplayConfig
+from copilot.live.replayer import ReplayConfig, Replayer
 from copilot.serving.export import (
     CHAMPION_ALIAS,
     export_champion,
@@ -53,6 +58,12 @@ def _without_latency(summary: dict[str, Any]) -> dict[str, Any]:
             "per_chatbot": {b: {s: clean(v) for s, v in by.items()} for b, by in summary["per_chatbot"].items()}}
 
 
+def _after_a_lookup(data: Dataset) -> set[tuple[str, int]]:
+    """(conversation id, turn index) of every agent turn that directly follows a tool turn."""
+    return {(c.conversation_id, i) for c in data.conversations for i in c.agent_turn_indices()
+            if c.turns[i - 1].role == "tool"}
+
+
 def _replay_matches_offline(train: Dataset, test: Dataset, mlflow_uri: str) -> None:
     from copilot.evaluation.metrics import summarize
     from copilot.evaluation.runs import predict
@@ -77,12 +88,20 @@ def _replay_matches_offline(train: Dataset, test: Dataset, mlflow_uri: str) -> N
     # Every claim race had one winner; the other agents were told it was claimed.
     assert report["claim_races"]["races"] == len(test.conversations)
     assert set(report["claim_races"]["loser_codes"]) <= {"already_claimed"}
+    # Every recorded lookup was posted; the customers' connections never received one.
+    tool_turns = sum(t.role == "tool" for c in test.conversations for t in c.turns)
+    assert report["tool_events"] == {"posted": tool_turns, "seen_by_customers": 0}
 
     offline = predict(strategy, test, k=5)
     merged = turns.merge(offline, on=["conversation_id", "turn_index"], suffixes=("", "_offline"))
     assert len(merged) == len(offline) == len(turns)
     assert (merged["suggested_texts"].map(list) == merged["suggested_texts_offline"].map(list)).all()
     assert (merged["suggested_labels"].map(list) == merged["suggested_labels_offline"].map(list)).all()
+    # The turns right after a lookup were served for the lookup's seq, and as offline.
+    lookups = _after_a_lookup(test)
+    after = merged[[key in lookups for key in zip(merged["conversation_id"], merged["turn_index"], strict=True)]]
+    assert len(after) == len(lookups) > 0
+    assert (after["suggested_texts"].map(list) == after["suggested_texts_offline"].map(list)).all()
     replay_columns = turns[offline.columns.tolist()]
     assert _without_latency(summarize(replay_columns)) == _without_latency(summarize(offline))
 
@@ -99,7 +118,53 @@ def test_star_replay_through_champions_equals_offline_evaluation(star_splits: di
 @pytest.mark.slow
 def test_sample_replay_through_champions_equals_offline_evaluation(sample_path: Path, mlflow_uri: str) -> None:
     data = _renamed(load_dataset(sample_path), f"s{uuid.uuid4().hex[:6]}")
+    assert {t.maker for c in data.conversations for t in c.turns if t.role == "tool"} == {"bot", "agent"}
     _replay_matches_offline(data, data, mlflow_uri)
+
+
+def _tool_turns(conv: Conversation) -> list[tuple[Any, ...]]:
+    return [(f"t{i}", t.by, t.tool.name, t.tool.request, t.tool.result, t.tool.error)
+            for i, t in enumerate(conv.turns) if t.tool is not None]
+
+
+async def test_a_replay_stores_the_lookups_as_recorded_and_the_server_sees_the_offline_contexts(
+        sample_path: Path, tmp_path: Path) -> None:
+    data = load_dataset(sample_path)
+    # Per chatbot, conversations with the bot's and the agent's lookups (before the escalation, after a hand back).
+    picked = [c for c in data.conversations if {t.maker for t in c.turns if t.tool} == {"agent", "bot"}]
+    subset = data.subset(picked)
+    assert set(subset.chatbot_ids()) == set(data.chatbot_ids())
+    provider = ContextEchoTestProvider()
+    async with server_starter(f"sqlite:///{tmp_path / 'handoff.db'}") as start, aiohttp.ClientSession() as session:
+        # An agent replays many conversations on one connection: rate limits raised as for `copilot replay`.
+        server = await start(provider=provider, rate_limit_per_s=1000.0, rate_limit_burst=2000)
+        replayer = Replayer(server.url, ADMIN_KEY, ReplayConfig(concurrency=4, agents=2))
+        try:
+            await replayer.setup(HandoffHttp(server.url, session), subset.chatbot_ids())
+            results = await replayer.replay_all(subset.conversations, progress=False)
+        finally:
+            await replayer.close()
+        for conv, result in zip(subset.conversations, results, strict=True):
+            assert result.completed, result.error
+            assert result.server_id is not None
+            async with parts(server).store.read() as tx:
+                stored = await tx.events.after(result.server_id, 0)
+            lookups = [e for e in stored if e["kind"] == "tool"]
+            assert [(e["client_id"], e["role"], e["name"], e["request"], e.get("result"), e.get("error"))
+                    for e in lookups] == _tool_turns(conv)
+            assert result.tool_events == len(lookups)
+            rows = {row["turn_index"]: row for row in result.rows}
+            contexts = list(contexts_for(conv))
+            assert sorted(rows) == [index for index, _ in contexts]
+            for index, context in contexts:
+                row = rows[index]
+                assert context_from_events(conv.chatbot, [e for e in stored if e["seq"] <= row["for_seq"]]) == context
+                echoed = await provider.suggest(conv.chatbot, context, 5)
+                assert echoed is not None
+                assert row["suggested_texts"] == [s.text for s in echoed.items]
+            # The customer's connection received the conversation to its end, and never a lookup.
+            assert result.customer_received.get(EV_MESSAGE, 0) > 0
+            assert EV_TOOL_EVENT not in result.customer_received
 
 
 def test_export_load_round_trip(sample_path: Path, mlflow_uri: str) -> None:

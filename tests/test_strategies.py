@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from copilot.data.context import Context, contexts_for
+from copilot.data.context import Context, contexts_for, render_tool
 from copilot.data.records import Dataset, load_dataset
 from copilot.data.splits import split_dataset
 from copilot.settings import Settings
@@ -51,9 +51,11 @@ def held_out(data: Dataset, limit: int) -> list[Context]:
     out = []
     for conversation in data.conversations:
         for index, context in contexts_for(conversation):
-            # Exactly the turns before the predicted one: never the predicted turn, its draft or options, or later.
-            assert [(c.role, c.text, c.label) for c in context.turns] == [
-                (t.role, t.text, t.label) for t in conversation.turns[:index]]
+            # Exactly the turns before the predicted one: never the predicted turn, its draft or options, or later;
+            # a lookup as its rendered text.
+            assert [(c.role, c.text, c.label, c.tool) for c in context.turns] == [
+                (t.role, render_tool(t.tool) if t.tool else t.text, t.label, t.tool)
+                for t in conversation.turns[:index]]
             out.append(context)
     # Spread over the chatbots: every few contexts, so each chatbot shows up.
     step = max(1, len(out) // limit)
@@ -154,6 +156,27 @@ def test_llm_reply_parsing_maps_to_the_response_set() -> None:
     reply = "1. ask_order_number\n- Goodbye.\nask_nme\nsomething else\nask_order_number: Could you tell me..."
     assert parse_labels(reply, labels) == ["ask_order_number", "goodbye", "ask_name"]
     assert parse_labels("", labels) == []
+
+
+@pytest.mark.parametrize("mode", ["labels", "free_text"])
+def test_llm_prompt_shows_the_lookups_with_their_results(splits: dict[str, Dataset], mode: str) -> None:
+    strategy = make_strategy("llm", {"base_url": "https://api.example.invalid/v1", "mode": mode, "history": 3})
+    strategy.fit(splits["train"])
+    contexts = [context for c in splits["test"].conversations for _, context in contexts_for(c)
+                if context.turns[-1].tool is not None]
+    assert {context.turns[-1].by for context in contexts} == {"agent"}
+    for context in contexts:
+        lookup = context.turns[-1]
+        prompt = strategy.messages(context, 3)[-1]["content"]
+        assert f"\nLookup by agent: {lookup.text}\n" in prompt
+        assert lookup.text.startswith(f"{lookup.tool.name}(")
+    # A lookup the bot made before the escalation reads as the bot's.
+    bots = [context for c in splits["test"].conversations for _, context in contexts_for(c)
+            if any(t.by == "bot" for t in context.turns)]
+    context = bots[0]
+    lookup = next(t for t in context.turns if t.by == "bot")
+    long_history = make_strategy("llm", {"base_url": "https://api.example.invalid/v1", "mode": mode, "history": 50})
+    assert f"Lookup by bot: {lookup.text}\n" in long_history.fit(splits["train"]).messages(context, 3)[-1]["content"]
 
 
 def test_llm_needs_a_key_for_a_remote_endpoint(splits: dict[str, Dataset], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,7 +2,12 @@
 
 Three made-up chatbots, each with its response set, and 16 conversations each, generated deterministically from
 the scripted flows below (customer phrasings vary, agents mostly pick templates and sometimes type freely).
-Nothing here comes from any real dataset. Run: ``python data/sample/make_sample.py``.
+Agents look things up (tool turns: an order's status, a parcel's tracking, an identity check) and their next
+reply depends on what came back: a pizza order found on time, found but late, not found, or a lookup that failed
+each lead to a different template. Bots look things up too before they escalate (a parcel the customer named, the
+orders of the customer's phone number) and after a hand back (the opening hours). Results follow the records
+format's convention ``{"items": [...], "total": N}``. Nothing here comes from any real dataset.
+Run: ``python data/sample/make_sample.py``.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import json
 import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 OUT = Path(__file__).with_name("conversations.jsonl")
 
@@ -22,6 +28,8 @@ CHATBOTS = {
         "ask_name": "May I have the name on the order?",
         "inform_order_status": "Your order is in the oven and will leave the shop in about {minutes} minutes.",
         "inform_delay_apology": "I am sorry for the wait. The driver is running about {minutes} minutes late.",
+        "inform_order_not_found": "I cannot find an order with that number. Could you check it for me, please?",
+        "inform_lookup_failed": "Sorry, our order system is not answering right now. Let me try again.",
         "offer_voucher": "As an apology I have added a voucher for a free drink to your account.",
         "ask_address": "What is the new delivery address?",
         "confirm_address_change": "Done, the driver now has the new address: {address}.",
@@ -32,6 +40,7 @@ CHATBOTS = {
         "hello": "Hi, I am the parcel assistant. What can I do for you?",
         "escalate_notice": "I will connect you with a member of our team.",
         "ask_tracking_number": "Please give me the tracking number of your parcel.",
+        "inform_tracking_not_found": "I cannot find a parcel with that tracking number. Could you check it again?",
         "inform_in_transit": "Your parcel is in transit and should arrive on {day}.",
         "inform_delivered": "Our records say the parcel was delivered on {day} and left with a neighbour.",
         "ask_redeliver_date": "Which day would suit you for a new delivery attempt?",
@@ -59,125 +68,220 @@ NAMES = ["Ana Silva", "Ben Okafor", "Chloe Martin", "Dev Patel", "Emma Novak", "
 STREETS = ["12 Elm Street", "4 Harbour Road", "77 Mill Lane", "9 Rosewood Avenue", "31 Station Square"]
 DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"]
 
+Turn = dict[str, Any]
+FIELD_ORDER = ("role", "by", "name", "request", "result", "error", "text", "at", "label")  # as the workbench writes
 
-def pizza(r: random.Random) -> tuple[list[tuple[str, str, str | None]], str]:
+
+def say(role: str, text: str, label: str | None = None) -> Turn:
+    """A message turn."""
+    turn: Turn = {"role": role, "text": text}
+    if label is not None:
+        turn["label"] = label
+    return turn
+
+
+def template(bot: str, label: str, **values: Any) -> Turn:
+    """An agent turn that sent the chatbot's template ``label``, filled in."""
+    return say("agent", CHATBOTS[bot][label].format(**values), label)
+
+
+def lookup(by: str, name: str, request: dict[str, Any], *, items: list[dict[str, Any]] | None = None,
+           error: str | None = None) -> Turn:
+    """A tool turn: the records found (``items``), or the failure's text (``error``)."""
+    turn: Turn = {"role": "tool", "by": by, "name": name, "request": request}
+    if error is not None:
+        turn["error"] = error
+    else:
+        turn["result"] = {"items": items or [], "total": len(items or [])}
+    return turn
+
+
+def _pick(r: random.Random, weights: dict[str, float]) -> str:
+    return r.choices(list(weights), list(weights.values()))[0]
+
+
+def _other_number(r: random.Random, number: str) -> str:
+    """A mistyped number: two neighbouring digits swapped (or the last changed)."""
+    i = r.randrange(len(number) - 1)
+    swapped = number[:i] + number[i + 1] + number[i] + number[i + 2:]
+    return swapped if swapped != number else number[:-1] + str((int(number[-1]) + 1) % 10)
+
+
+def pizza(r: random.Random) -> tuple[list[Turn], str]:
+    bot = "pizza_delivery"
     name, order = r.choice(NAMES), str(r.randint(10000, 99999))
+    phone = f"+44 7700 9{r.randint(10000, 99999)}"
     minutes = r.choice([10, 15, 20, 25])
-    t = [
-        ("customer", r.choice(["Hi", "Hello there", "Hey"]), None),
-        ("bot", CHATBOTS["pizza_delivery"]["hello"], "hello"),
-    ]
+    t = [say("customer", r.choice(["Hi", "Hello there", "Hey"])), say("bot", CHATBOTS[bot]["hello"], "hello")]
     problem = r.choice(["late", "late", "address", "status"])
     if problem == "late":
-        t.append(("customer", r.choice(["My pizza is over an hour late, where is it?",
-                                        "I ordered ages ago and nothing has arrived yet",
-                                        "Where is my food? It is really late."]), None))
+        t.append(say("customer", r.choice(["My pizza is over an hour late, where is it?",
+                                           "I ordered ages ago and nothing has arrived yet",
+                                           "Where is my food? It is really late."])))
     elif problem == "address":
-        t.append(("customer", r.choice(["I gave the wrong address, can you change it?",
-                                        "I need to change the delivery address of my order"]), None))
+        t.append(say("customer", r.choice(["I gave the wrong address, can you change it?",
+                                           "I need to change the delivery address of my order"])))
     else:
-        t.append(("customer", r.choice(["When will my order be ready?", "How long until my pizza comes?"]), None))
-    t.append(("bot", CHATBOTS["pizza_delivery"]["escalate_notice"], "escalate_notice"))
-    t += [("agent", CHATBOTS["pizza_delivery"]["ask_order_number"], "ask_order_number"),
-          ("customer", r.choice([f"It is {order}", f"Order number {order}", order]), None),
-          ("agent", CHATBOTS["pizza_delivery"]["ask_name"], "ask_name"),
-          ("customer", r.choice([name, f"It's under {name}", f"{name}"]), None)]
-    if problem == "late":
-        t.append(("agent", CHATBOTS["pizza_delivery"]["inform_delay_apology"].format(minutes=minutes),
-                  "inform_delay_apology"))
-        t.append(("customer", r.choice(["That is really annoying.", "Seriously? I am starving.",
-                                        "Okay, but this is not great."]), None))
-        t.append(("agent", CHATBOTS["pizza_delivery"]["offer_voucher"], "offer_voucher"))
-        t.append(("customer", r.choice(["Thanks, that helps a bit.", "Fine, thank you."]), None))
-    elif problem == "address":
+        t.append(say("customer", r.choice(["When will my order be ready?", "How long until my pizza comes?"])))
+    # The bot looks up the orders of the phone number the customer chats from; one order found: no need to ask.
+    known = False
+    if r.random() < 0.4:
+        known = r.random() < 0.7
+        found = [{"order": order, "placed": f"18:{r.randint(10, 59)}", "name": name}] if known else []
+        t.append(lookup("bot", "find_orders", {"phone": phone}, items=found))
+    t.append(say("bot", CHATBOTS[bot]["escalate_notice"], "escalate_notice"))
+    if not known:
+        t += [template(bot, "ask_order_number"),
+              say("customer", r.choice([f"It is {order}", f"Order number {order}", order]))]
+    t += [template(bot, "ask_name"), say("customer", r.choice([name, f"It's under {name}"]))]
+
+    if problem == "address":
         street = r.choice(STREETS)
-        t.append(("agent", CHATBOTS["pizza_delivery"]["ask_address"], "ask_address"))
-        t.append(("customer", r.choice([f"Please send it to {street}", f"{street}, thanks"]), None))
-        t.append(("agent", CHATBOTS["pizza_delivery"]["confirm_address_change"].format(address=street),
-                  "confirm_address_change"))
+        t += [template(bot, "ask_address"),
+              say("customer", r.choice([f"Please send it to {street}", f"{street}, thanks"]))]
+        request = {"order": order, "address": street}
+        if r.random() < 0.25:
+            t += [lookup("agent", "change_address", request, error="the order has already left the shop"),
+                  say("agent", "I am sorry, the driver has already left, so I cannot change the address any more.")]
+        else:
+            t += [lookup("agent", "change_address", request,
+                         items=[{"order": order, "address": street, "driver_notified": True}]),
+                  template(bot, "confirm_address_change", address=street)]
+        return _ending(r, t, bot)
+
+    weights = ({"on_time": 0.2, "late": 0.4, "not_found": 0.2, "failed": 0.2} if problem == "late"
+               else {"on_time": 0.45, "late": 0.15, "not_found": 0.2, "failed": 0.2})
+    if known:  # the bot's lookup gave the number: nobody can have mistyped it
+        del weights["not_found"]
+    outcome = _pick(r, weights)
+    if outcome == "not_found":  # the customer mistyped the number; found on the second look
+        typo = _other_number(r, order)
+        t += [lookup("agent", "order_status", {"order": typo}, items=[]),
+              template(bot, "inform_order_not_found"),
+              say("customer", r.choice([f"Sorry, it is {order}", f"Oops, {order}", f"Let me see... {order}"]))]
+        outcome = _pick(r, {"on_time": 0.5, "late": 0.5})
+    elif outcome == "failed":  # the order system timed out; the second try answers
+        t += [lookup("agent", "order_status", {"order": order}, error="the order system did not answer in 5 s"),
+              template(bot, "inform_lookup_failed"),
+              say("customer", r.choice(["Okay, I will wait.", "Sure, no problem."]))]
+        outcome = _pick(r, {"on_time": 0.5, "late": 0.5})
+    late = outcome == "late"
+    found = {"order": order, "status": "on_the_way" if late else "in_oven", "minutes": minutes, "late": late}
+    t.append(lookup("agent", "order_status", {"order": order}, items=[found]))
+    if late:
+        t += [template(bot, "inform_delay_apology", minutes=minutes),
+              say("customer", r.choice(["That is really annoying.", "Seriously? I am starving.",
+                                        "Okay, but this is not great."])),
+              template(bot, "offer_voucher"),
+              say("customer", r.choice(["Thanks, that helps a bit.", "Fine, thank you."]))]
     else:
-        t.append(("agent", CHATBOTS["pizza_delivery"]["inform_order_status"].format(minutes=minutes),
-                  "inform_order_status"))
+        t.append(template(bot, "inform_order_status", minutes=minutes))
         if r.random() < 0.5:
-            t.append(("customer", "Can I add a garlic bread to it?", None))
-            t.append(("agent", "I am afraid the order is already in the oven, so I cannot add items now.", None))
-    return _ending(r, t, "pizza_delivery")
+            t += [say("customer", "Can I add a garlic bread to it?"),
+                  say("agent", "I am afraid the order is already in the oven, so I cannot add items now.")]
+    return _ending(r, t, bot)
 
 
-def parcel(r: random.Random) -> tuple[list[tuple[str, str, str | None]], str]:
+def parcel(r: random.Random) -> tuple[list[Turn], str]:
+    bot = "parcel_tracking"
     number = f"PX{r.randint(100000, 999999)}"
-    day = r.choice(DAYS)
-    t = [
-        ("customer", r.choice(["Hello", "Hi, I have a question about a parcel"]), None),
-        ("bot", CHATBOTS["parcel_tracking"]["hello"], "hello"),
-    ]
+    day, again = r.sample(DAYS, 2)
+    t = [say("customer", r.choice(["Hello", "Hi, I have a question about a parcel"])),
+         say("bot", CHATBOTS[bot]["hello"], "hello")]
     problem = r.choice(["where", "missing", "redeliver"])
-    t.append(("customer", {
-        "where": r.choice(["Where is my parcel?", "I want to know when my package arrives"]),
-        "missing": r.choice(["It says delivered but I never got my parcel", "My parcel is missing"]),
+    status = {"where": _pick(r, {"in_transit": 0.75, "delivered": 0.25}),
+              "missing": _pick(r, {"in_transit": 0.3, "delivered": 0.7}),
+              "redeliver": "awaiting_redelivery"}[problem]
+    record = {"tracking_number": number, "status": status, "day": day}
+    named = r.random() < 0.4  # the customer names the parcel to the bot, which looks it up before escalating
+    suffix = f" It is {number}." if named else ""
+    t.append(say("customer", {
+        "where": r.choice(["Where is my parcel?", "I want to know when my package arrives."]),
+        "missing": r.choice(["It says delivered but I never got my parcel.", "My parcel is missing."]),
         "redeliver": r.choice(["I missed the delivery, can you bring it again?",
-                               "Nobody was home, I need a redelivery"]),
-    }[problem], None))
-    t.append(("bot", CHATBOTS["parcel_tracking"]["escalate_notice"], "escalate_notice"))
-    t += [("agent", CHATBOTS["parcel_tracking"]["ask_tracking_number"], "ask_tracking_number"),
-          ("customer", r.choice([number, f"The tracking number is {number}", f"it's {number}"]), None)]
-    if problem == "where":
-        t.append(("agent", CHATBOTS["parcel_tracking"]["inform_in_transit"].format(day=day), "inform_in_transit"))
-    elif problem == "missing":
-        t.append(("agent", CHATBOTS["parcel_tracking"]["inform_delivered"].format(day=day), "inform_delivered"))
-        t.append(("customer", r.choice(["None of my neighbours has it.", "I asked next door, nothing."]), None))
-        t.append(("agent", CHATBOTS["parcel_tracking"]["open_claim"], "open_claim"))
+                               "Nobody was home, I need a redelivery."]),
+    }[problem] + suffix))
+    if named:
+        t.append(lookup("bot", "track_parcel", {"tracking_number": number}, items=[record]))
+    t.append(say("bot", CHATBOTS[bot]["escalate_notice"], "escalate_notice"))
+    if not named:
+        t.append(template(bot, "ask_tracking_number"))
+        if r.random() < 0.2:  # a mistyped number first
+            typo = "PX" + _other_number(r, number[2:])
+            t += [say("customer", r.choice([typo, f"The tracking number is {typo}"])),
+                  lookup("agent", "track_parcel", {"tracking_number": typo}, items=[]),
+                  template(bot, "inform_tracking_not_found")]
+        t += [say("customer", r.choice([number, f"The tracking number is {number}", f"it's {number}"])),
+              lookup("agent", "track_parcel", {"tracking_number": number}, items=[record])]
+    if status == "in_transit":
+        t.append(template(bot, "inform_in_transit", day=day))
+    elif status == "delivered":
+        t += [template(bot, "inform_delivered", day=day),
+              say("customer", r.choice(["None of my neighbours has it.", "I asked next door, nothing."])),
+              template(bot, "open_claim")]
     else:
-        t.append(("agent", CHATBOTS["parcel_tracking"]["ask_redeliver_date"], "ask_redeliver_date"))
-        t.append(("customer", r.choice([f"{day} would be good", f"On {day}, please"]), None))
-        t.append(("agent", CHATBOTS["parcel_tracking"]["confirm_redelivery"].format(day=day),
-                  "confirm_redelivery"))
-    return _ending(r, t, "parcel_tracking")
+        t += [template(bot, "ask_redeliver_date"),
+              say("customer", r.choice([f"{again} would be good", f"On {again}, please"])),
+              lookup("agent", "book_redelivery", {"tracking_number": number, "day": again},
+                     items=[{"tracking_number": number, "day": again, "booked": True}]),
+              template(bot, "confirm_redelivery", day=again)]
+    return _ending(r, t, bot)
 
 
-def card(r: random.Random) -> tuple[list[tuple[str, str, str | None]], str]:
+def card(r: random.Random) -> tuple[list[Turn], str]:
+    bot = "card_support"
     name, digits = r.choice(NAMES), str(r.randint(1000, 9999))
     t = [
-        ("customer", r.choice(["Hi", "Hello, I need help with my card"]), None),
-        ("bot", CHATBOTS["card_support"]["hello"], "hello"),
-        ("customer", r.choice(["I lost my card, please block it", "My card was stolen!",
-                               "I think someone copied my card, block it please"]), None),
-        ("bot", CHATBOTS["card_support"]["escalate_notice"], "escalate_notice"),
-        ("agent", CHATBOTS["card_support"]["ask_name"], "ask_name"),
-        ("customer", r.choice([name, f"My name is {name}"]), None),
-        ("agent", CHATBOTS["card_support"]["ask_last_digits"], "ask_last_digits"),
-        ("customer", r.choice([digits, f"The card ends in {digits}"]), None),
-        ("agent", CHATBOTS["card_support"]["ask_dob"], "ask_dob"),
+        say("customer", r.choice(["Hi", "Hello, I need help with my card"])),
+        say("bot", CHATBOTS[bot]["hello"], "hello"),
+        say("customer", r.choice(["I lost my card, please block it", "My card was stolen!",
+                                  "I think someone copied my card, block it please"])),
+        say("bot", CHATBOTS[bot]["escalate_notice"], "escalate_notice"),
+        template(bot, "ask_name"),
+        say("customer", r.choice([name, f"My name is {name}"])),
+        template(bot, "ask_last_digits"),
+        say("customer", r.choice([digits, f"The card ends in {digits}"])),
+        template(bot, "ask_dob"),
     ]
-    if r.random() < 0.25:
-        t.append(("customer", r.choice(["I don't remember", "Why do you need that?"]), None))
-        t.append(("agent", CHATBOTS["card_support"]["inform_cannot_verify"], "inform_cannot_verify"))
-        t.append(("customer", "Okay, I will come to a branch then.", None))
-    else:
-        t.append(("customer", r.choice(["3 March 1988", "It is 21/07/1975", "12.12.1990"]), None))
-        t.append(("agent", CHATBOTS["card_support"]["confirm_card_blocked"].format(digits=digits),
-                  "confirm_card_blocked"))
-        t.append(("agent", CHATBOTS["card_support"]["inform_new_card_eta"].format(days=r.choice([3, 5, 7])),
-                  "inform_new_card_eta"))
-        if r.random() < 0.4:
-            t.append(("customer", "Will my direct debits still work?", None))
-            t.append(("agent", "Yes, your direct debits move to the new card automatically.", None))
-    return _ending(r, t, "card_support")
+    if r.random() < 0.2:
+        t += [say("customer", r.choice(["I don't remember", "Why do you need that?"])),
+              template(bot, "inform_cannot_verify"),
+              say("customer", "Okay, I will come to a branch then.")]
+        return _ending(r, t, bot)
+    dob = r.choice(["1988-03-03", "1975-07-21", "1990-12-12"])
+    said = {"1988-03-03": "3 March 1988", "1975-07-21": "It is 21/07/1975", "1990-12-12": "12.12.1990"}[dob]
+    t.append(say("customer", said))
+    verified = r.random() < 0.8
+    t.append(lookup("agent", "verify_identity", {"name": name, "last_digits": digits, "date_of_birth": dob},
+                    items=[{"verified": verified, "card": f"...{digits}"}]))
+    if not verified:
+        t += [template(bot, "inform_cannot_verify"), say("customer", "Okay, I will come to a branch then.")]
+        return _ending(r, t, bot)
+    days = r.choice([3, 5, 7])
+    t += [lookup("agent", "block_card", {"last_digits": digits},
+                 items=[{"card": f"...{digits}", "blocked": True, "new_card_days": days}]),
+          template(bot, "confirm_card_blocked", digits=digits),
+          template(bot, "inform_new_card_eta", days=days)]
+    if r.random() < 0.4:
+        t += [say("customer", "Will my direct debits still work?"),
+              say("agent", "Yes, your direct debits move to the new card automatically.")]
+    return _ending(r, t, bot)
 
 
-def _ending(r: random.Random, t: list[tuple[str, str, str | None]], bot: str):
+def _ending(r: random.Random, t: list[Turn], bot: str) -> tuple[list[Turn], str]:
     roll = r.random()
     if roll < 0.15:
         return t, "abandoned"  # the customer stops answering
-    t.append(("agent", CHATBOTS[bot]["anything_else"], "anything_else"))
+    t.append(template(bot, "anything_else"))
     if roll < 0.45:
-        t.append(("customer", r.choice(["Yes, what are your opening hours?", "Can the bot tell me the hours?"]),
-                  None))
-        t.append(("agent", "The assistant can help you with that, I am handing you back now.", None))
-        t.append(("bot", "Welcome back! We are open every day from 9 am to 10 pm.", None))
+        t += [say("customer", r.choice(["Yes, what are your opening hours?", "Can the bot tell me the hours?"])),
+              say("agent", "The assistant can help you with that, I am handing you back now."),
+              lookup("bot", "opening_hours", {"chatbot": bot},
+                     items=[{"days": "every day", "opens": "9 am", "closes": "10 pm"}]),
+              say("bot", "Welcome back! We are open every day from 9 am to 10 pm.")]
         return t, "handed_back"
-    t.append(("customer", r.choice(["No, that's all. Thanks!", "No thank you", "That's everything, bye"]), None))
-    t.append(("agent", CHATBOTS[bot]["goodbye"], "goodbye"))
+    t += [say("customer", r.choice(["No, that's all. Thanks!", "No thank you", "That's everything, bye"])),
+          template(bot, "goodbye")]
     return t, "resolved"
 
 
@@ -190,17 +294,14 @@ def main() -> None:
         for n in range(16):
             turns, outcome = flow(r)
             at = start + timedelta(hours=r.randint(0, 24 * 20), minutes=r.randint(0, 59))
-            out_turns = []
-            for role, text, label in turns:
-                at += timedelta(seconds=r.randint(4, 40))
-                turn = {"role": role, "text": text, "at": at.isoformat().replace("+00:00", "Z")}
-                if label is not None:
-                    turn["label"] = label
-                out_turns.append(turn)
-            escalation = next(i for i, (_, _, label) in enumerate(turns) if label == "escalate_notice") + 1
+            for turn in turns:
+                at += timedelta(seconds=r.randint(1, 3) if turn["role"] == "tool" else r.randint(4, 40))
+                turn["at"] = at.isoformat().replace("+00:00", "Z")
+            turns = [{key: turn[key] for key in FIELD_ORDER if key in turn} for turn in turns]
+            escalation = next(i for i, turn in enumerate(turns) if turn.get("label") == "escalate_notice") + 1
             lines.append(json.dumps({
                 "type": "conversation", "conversation_id": f"{bot}-{n + 1:02d}", "chatbot": bot,
-                "source": "sample", "escalation_index": escalation, "outcome": outcome, "turns": out_turns,
+                "source": "sample", "escalation_index": escalation, "outcome": outcome, "turns": turns,
             }))
     OUT.write_text("\n".join(lines) + "\n")
     print(f"wrote {len(lines) - len(CHATBOTS)} conversations to {OUT}")

@@ -17,7 +17,8 @@ DEFAULT_FRACTIONS = (0.7, 0.1, 0.2)
 
 
 def dataset_stats(dataset: Dataset) -> pd.DataFrame:
-    """Per-chatbot counts: conversations, agent turns, labelled agent turns, response-set size, and more.
+    """Per-chatbot counts: conversations, agent turns, labelled agent turns, tool turns (all, and those the agent
+    made), response-set size, and more.
 
     One row per chatbot, sorted by the number of conversations (most first), with a final ``TOTAL`` row.
     """
@@ -33,14 +34,16 @@ def dataset_stats(dataset: Dataset) -> pd.DataFrame:
                 "bot_turns": sum(1 for c in convs for t in c.turns if t.role == "bot"),
                 "agent_turns": len(agent),
                 "labelled_agent_turns": sum(1 for t in agent if t.label is not None),
+                "tool_turns": sum(1 for c in convs for t in c.turns if t.role == "tool"),
+                "agent_tool_turns": sum(1 for c in convs for t in c.turns if t.role == "tool" and t.maker == "agent"),
                 "response_set": len(dataset.responses(bot)),
                 "resolved": sum(1 for c in convs if c.outcome == "resolved"),
                 "handed_back": sum(1 for c in convs if c.outcome == "handed_back"),
                 "abandoned": sum(1 for c in convs if c.outcome == "abandoned"),
             }
         )
-    columns = ["chatbot", "conversations", "turns", "bot_turns", "agent_turns", "labelled_agent_turns",
-               "response_set", "resolved", "handed_back", "abandoned"]
+    columns = ["chatbot", "conversations", "turns", "bot_turns", "agent_turns", "labelled_agent_turns", "tool_turns",
+               "agent_tool_turns", "response_set", "resolved", "handed_back", "abandoned"]
     frame = pd.DataFrame(rows, columns=columns)
     frame = frame.sort_values(["conversations", "chatbot"], ascending=[False, True], ignore_index=True)
     total = frame.drop(columns=["chatbot"]).sum(numeric_only=True).to_dict()

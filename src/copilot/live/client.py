@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,6 +86,7 @@ class Connection:
     """One Socket.IO connection to /handoff with a credential; records what it receives, per conversation.
 
     ``on_event`` (optional) is called for every received event, e.g. an agent reacting to ``escalation``.
+    ``seen`` counts every received event by name, whatever its conversation, for the connection's lifetime.
     """
 
     def __init__(self, url: str, token: str, *, on_event: Callable[[Received], None] | None = None) -> None:
@@ -93,10 +95,12 @@ class Connection:
         self.on_event = on_event
         self.sio = socketio.AsyncClient(reconnection=False)
         self._inboxes: dict[str, _Inbox] = {}
+        self.seen: Counter[str] = Counter()
         self.sio.on("*", self._record, namespace=NAMESPACE)
 
     async def _record(self, event: str, data: Any) -> None:
         received = Received(event, data, time.perf_counter())
+        self.seen[event] += 1
         cid = data.get("conversation_id") if isinstance(data, dict) else None
         if cid is not None:
             inbox = self._inboxes.setdefault(str(cid), _Inbox())
@@ -122,14 +126,15 @@ class Connection:
         inbox = self._inboxes.get(conversation_id)
         return [r for r in (inbox.events if inbox else []) if event is None or r.event == event]
 
-    async def wait_for(self, conversation_id: str, event: str, where: Callable[[Any], bool] = lambda _: True,
-                       timeout_s: float = 10.0) -> Received | None:
-        """The first received ``event`` of the conversation whose payload satisfies ``where``; None on timeout."""
+    async def wait_for(self, conversation_id: str, event: str | None,
+                       where: Callable[[Any], bool] = lambda _: True, timeout_s: float = 10.0) -> Received | None:
+        """The first received ``event`` (None: any event) of the conversation whose payload satisfies ``where``;
+        None on timeout."""
         inbox = self._inboxes.setdefault(conversation_id, _Inbox())
         deadline = time.perf_counter() + timeout_s
         while True:
             for r in inbox.events:
-                if r.event == event and where(r.data):
+                if (event is None or r.event == event) and where(r.data):
                     return r
             left = deadline - time.perf_counter()
             if left <= 0:

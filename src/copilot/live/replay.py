@@ -4,15 +4,15 @@
 each chatbot) over a dataset; :func:`run_replay` does it against a given server or one started here
 (:func:`start_server`: ``handoff serve`` with a fresh SQLite database) and writes the results.
 
-The server's context for a suggestion is ``context_from_events`` over the stored messages, which the replay makes
-identical to the offline context (``copilot.data.context.contexts_for``) of that agent turn: same turns, same
-labels. So a replay with a champion exported from a fitted strategy reproduces that strategy's offline evaluation
-exactly (tests/test_replay.py).
+The server's context for a suggestion is ``context_from_events`` over the stored messages and tool events, which
+the replay makes identical to the offline context (``copilot.data.context.contexts_for``) of that agent turn: same
+turns, same labels, the same lookups at their place. So a replay with a champion exported from a fitted strategy
+reproduces that strategy's offline evaluation exactly (tests/test_replay.py).
 
 Outputs (:func:`run_replay`): ``turns.parquet`` (predictions columns plus ``for_seq``, ``agent_id`` and
-``suggestions_received``; ``latency_ms`` is the time from the message (or claim) to its suggestions),
-``handoff.json`` (completion, errors, latency percentiles, claim races) and ``summary.json``
-(``copilot.evaluation.metrics.summarize`` of the turns).
+``suggestions_received``; ``latency_ms`` is the time from the message, lookup or claim to its suggestions),
+``handoff.json`` (completion, errors, latency percentiles, claim races, tool events posted and seen by customers)
+and ``summary.json`` (``copilot.evaluation.metrics.summarize`` of the turns).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from copilot.data.predictions import COLUMNS
 from copilot.data.records import Dataset
 from copilot.evaluation.metrics import summarize
 from copilot.live.client import HandoffHttp
+from copilot.live.protocol import EV_TOOL_EVENT
 from copilot.live.replayer import ConversationResult, ReplayConfig, Replayer
 from copilot.processes import ServerProcess, start_url_process
 
@@ -66,7 +67,8 @@ def _percentiles(values: Sequence[float]) -> dict[str, float | None]:
 
 
 def handoff_report(results: Sequence[ConversationResult], elapsed_s: float) -> dict[str, Any]:
-    """``handoff.json``: completion, errors, latency percentiles (ms) and the claim races."""
+    """``handoff.json``: completion, errors, latency percentiles (ms), the claim races, and the lookups posted
+    against those the customers' connections received (always none, by the protocol)."""
     losers = [r.losers for r in results if r.claim_ms is not None]
     codes: dict[str, int] = {}
     for r in results:
@@ -81,6 +83,8 @@ def handoff_report(results: Sequence[ConversationResult], elapsed_s: float) -> d
         "conversations_per_s": len(results) / elapsed_s if elapsed_s > 0 else None,
         "agent_turns": sum(len(r.rows) for r in results),
         "suggestions_received": sum(bool(row["suggestions_received"]) for r in results for row in r.rows),
+        "tool_events": {"posted": sum(r.tool_events for r in results),
+                        "seen_by_customers": sum(r.customer_received.get(EV_TOOL_EVENT, 0) for r in results)},
         "escalation_to_notification_ms": _percentiles([t for r in results for t in r.notification_ms]),
         "claim_ms": _percentiles([r.claim_ms for r in results if r.claim_ms is not None]),
         "first_agent_reply_ms": _percentiles([r.first_agent_reply_ms for r in results

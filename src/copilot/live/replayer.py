@@ -2,13 +2,18 @@
 
 Per recorded conversation: the bot creates it over the HTTP API, a customer connection and the bot's connection
 replay the bot phase (the customer types before each message; messages carry their recorded label where the
-protocol allows), the bot escalates, the K agents registered for that bot hear the ``escalation`` and race to
-claim, the winner replays the agent turns while the customer replays the customer turns, and the conversation ends
-as recorded (hand back before the bot speaks again, else resolve; an abandoned conversation is resolved by its
-agent). At each agent turn the replay waits for the ``suggestions`` the server sent for the conversation's latest
-stored event (matched by ``for_seq``: the customer message, the claim, or the agent's previous message) and records
-them next to what the agent really sent, as a row of the per-turn predictions table (:mod:`copilot.data.predictions`).
-Many conversations run at once (asyncio, ``concurrency``). :mod:`copilot.live.replay` runs it and writes the results.
+protocol allows; the bot's lookups are posted as ``tool_event``), the bot escalates, the K agents registered for
+that bot hear the ``escalation`` and race to claim, the winner replays the agent turns and the agent's lookups while
+the customer replays the customer turns, and the conversation ends as recorded (hand back before the bot speaks or
+looks something up again, else resolve; an abandoned conversation is resolved by its agent). Every turn is sent by
+the party that made it, with a client id made from its index (``r<n>`` for a message, ``t<n>`` for a lookup), so a
+resend is stored once. At each agent turn the replay waits for the ``suggestions`` the server sent for the
+conversation's latest stored event (matched by ``for_seq``: the customer message, the claim, the agent's previous
+message or the agent's lookup) and records them next to what the agent really sent, as a row of the per-turn
+predictions table (:mod:`copilot.data.predictions`). Before it lets a conversation go, the replay waits until the
+customer's connection has received the last event meant for it, and keeps the count of every event it received
+(``customer_received``: a customer never receives a ``tool_event``). Many conversations run at once (asyncio,
+``concurrency``). :mod:`copilot.live.replay` runs it and writes the results.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from copilot.live.protocol import (
     EV_MESSAGE,
     EV_RESOLVE,
     EV_SUGGESTIONS,
+    EV_TOOL_EVENT,
     EV_TYPING,
 )
 
@@ -77,6 +83,12 @@ class ReplayConfig:
 
 @dataclass
 class ConversationResult:
+    """What the replay of one recorded conversation did and measured.
+
+    ``server_id`` is the server's id of the replayed conversation; ``tool_events`` how many lookups were posted;
+    ``customer_received`` the events the customer's connection received, counted by name.
+    """
+
     conversation_id: str
     chatbot: str
     completed: bool = False
@@ -88,7 +100,9 @@ class ConversationResult:
     suggestion_ms: list[float] = field(default_factory=list)
     losers: int = 0
     loser_codes: list[str] = field(default_factory=list)
-
+    server_id: str | None = None
+    tool_events: int = 0
+    customer_received: dict[str, int] = field(default_factory=dict)
 
 
 def _turn_time(turn: Turn) -> float | None:
@@ -201,11 +215,13 @@ class Replayer:
         bot = self.bots[conv.chatbot]
         assert bot.connection is not None
         cid, customer_token = await self.http.create_conversation(bot.api_key, conv.chatbot)
+        result.server_id = cid
         customer = await Connection(self.url, customer_token).connect()
         try:
             await self._drive(conv, result, bot, cid, customer)
         finally:
             await customer.close()
+            result.customer_received = dict(customer.seen)
             for _, agent in bot.agents:
                 agent.forget(cid)
             bot.connection.forget(cid)
@@ -223,23 +239,35 @@ class Replayer:
         ack = await conn.call(EV_MESSAGE, payload)
         return int(ack["seq"]), sent
 
+    async def _look_up(self, conn: Connection, cid: str, turn: Turn, n: int) -> tuple[int, float]:
+        """Post a recorded tool turn as a ``tool_event``; returns its seq and when it was sent."""
+        assert turn.tool is not None
+        payload: dict[str, Any] = {"conversation_id": cid, "client_id": f"t{n}", **turn.tool.to_json()}
+        sent = time.perf_counter()
+        ack = await conn.call(EV_TOOL_EVENT, payload)
+        return int(ack["seq"]), sent
+
     async def _drive(self, conv: Conversation, result: ConversationResult, bot: _Bot, cid: str,
                      customer: Connection) -> None:
         assert bot.connection is not None
         previous: Turn | None = None
+        visible = 0  # the latest seq the customer must receive: neither its own message nor a lookup
         for n, turn in enumerate(conv.bot_phase):
             await self._pause(previous, turn)
             previous = turn
             if turn.role == "customer":
                 await self._say(customer, cid, turn, n, typing=True)
+            elif turn.role == "tool":  # before the escalation only the bot looks things up (validation)
+                await self._look_up(bot.connection, cid, turn, n)
+                result.tool_events += 1
             else:
-                await self._say(bot.connection, cid, turn, n, typing=False)
+                visible, _ = await self._say(bot.connection, cid, turn, n, typing=False)
 
         race: asyncio.Future[tuple[str, Connection, dict[str, Any], float]] = (
             asyncio.get_running_loop().create_future())
         self._races[cid] = race
         escalated = time.perf_counter()
-        await bot.connection.call(EV_ESCALATE, {"conversation_id": cid, "reason": "replay"})
+        visible = int((await bot.connection.call(EV_ESCALATE, {"conversation_id": cid, "reason": "replay"}))["seq"])
         try:
             agent_id, agent, claim_ack, claimed_at = await asyncio.wait_for(race, self.config.suggestion_wait_s * 3)
         except TimeoutError:
@@ -255,7 +283,9 @@ class Replayer:
         result.losers, result.loser_codes = len(codes), codes
         result.notification_ms = [(t - escalated) * 1000 for t in self._notified.get(cid, [])]
 
+        # The suggestions that count for an agent turn are those for the latest stored event before it.
         last_seq, last_at = int(claim_ack["seq"]), claimed_at
+        visible = last_seq
         first_reply, held = True, True
         offset = conv.escalation_index
         for j, turn in enumerate(conv.agent_phase):
@@ -270,19 +300,33 @@ class Replayer:
                 if row["suggestions_received"]:
                     result.suggestion_ms.append(row["latency_ms"])
                 last_seq, last_at = await self._say(agent, cid, turn, index, typing=True)
+                visible = last_seq
                 if first_reply:
                     result.first_agent_reply_ms = (time.perf_counter() - escalated) * 1000
                     first_reply = False
-            else:  # the bot speaks again only after the agent handed the conversation back
+            elif turn.maker == "agent":  # the agent's lookup: stored with the next seq, suggestions follow it
+                last_seq, last_at = await self._look_up(agent, cid, turn, index)
+                result.tool_events += 1
+            else:  # the bot speaks or looks up again only after the agent handed the conversation back
                 if held:
-                    await agent.call(EV_HAND_BACK, {"conversation_id": cid, "note": "replay"})
+                    visible = int((await agent.call(EV_HAND_BACK, {"conversation_id": cid, "note": "replay"}))["seq"])
                     held = False
-                last_seq, last_at = await self._say(bot.connection, cid, turn, index, typing=False)
+                if turn.role == "tool":
+                    last_seq, last_at = await self._look_up(bot.connection, cid, turn, index)
+                    result.tool_events += 1
+                else:
+                    last_seq, last_at = await self._say(bot.connection, cid, turn, index, typing=False)
+                    visible = last_seq
 
         if held and conv.outcome == "handed_back":
-            await agent.call(EV_HAND_BACK, {"conversation_id": cid, "note": "replay"})
+            visible = int((await agent.call(EV_HAND_BACK, {"conversation_id": cid, "note": "replay"}))["seq"])
         elif held:  # resolved, and abandoned (the customer left; the agent closes the thread)
-            await agent.call(EV_RESOLVE, {"conversation_id": cid})
+            visible = int((await agent.call(EV_RESOLVE, {"conversation_id": cid}))["seq"])
+        # Events reach a connection in seq order: once the customer has the last one meant for it, it has every
+        # event the server ever sent it for this conversation (what ``customer_received`` counts).
+        if await customer.wait_for(cid, None, lambda d: int(d.get("seq", 0)) >= visible,
+                                   self.config.suggestion_wait_s) is None:
+            raise RuntimeError(f"the customer never received seq {visible}")
 
     async def _suggestions_row(self, conv: Conversation, index: int, turn: Turn, agent: Connection, agent_id: str,
                                cid: str, for_seq: int, since: float, bot: _Bot) -> dict[str, Any]:

@@ -3,7 +3,8 @@ the local llama.cpp server of :mod:`copilot.strategies.llm_server`), with few-sh
 chatbot's recorded conversations.
 
 - ``mode="labels"``: the prompt lists the chatbot's response labels and templates, shows the retrieved examples
-  and the conversation, and asks for the best labels. The reply is parsed (exact, then fuzzy match of label
+  and the conversation (the lookups in it as ``Lookup by agent: <what was asked and what came back>``, so the model
+  reads their results), and asks for the best labels. The reply is parsed (exact, then fuzzy match of label
   names) and mapped to the response set; retrieval (TF-IDF) fills the list up to ``k``.
 - ``mode="free_text"``: the reply itself is the one suggestion (label None).
 
@@ -23,7 +24,7 @@ from typing import Any, Self
 import numpy as np
 from openai import OpenAI
 
-from copilot.data.context import Context, Suggestion
+from copilot.data.context import Context, ContextTurn, Suggestion
 from copilot.data.records import Dataset
 from copilot.strategies.base import Strategy, register_strategy
 from copilot.strategies.common import examples, query_text, require_choice, responses_by_chatbot
@@ -61,6 +62,13 @@ def parse_labels(reply: str, labels: Sequence[str]) -> list[str]:
         if match is not None and match not in found:
             found.append(match)
     return found
+
+
+def _speaker(turn: ContextTurn) -> str:
+    """Who a prompt line is from: the role's name, or for a lookup who made it ("Lookup by agent")."""
+    if turn.tool is not None:
+        return f"Lookup by {turn.by}" if turn.by else "Lookup"
+    return ROLE_NAMES.get(turn.role, turn.role)
 
 
 @register_strategy
@@ -149,7 +157,7 @@ class LlmStrategy(Strategy):
 
     def _conversation(self, context: Context) -> str:
         turns = context.turns[-self.history:] if self.history > 0 else ()
-        return "\n".join(f"{ROLE_NAMES.get(t.role, t.role)}: {t.text}" for t in turns) or "(no messages yet)"
+        return "\n".join(f"{_speaker(t)}: {t.text}" for t in turns) or "(no messages yet)"
 
     def messages(self, context: Context, k: int) -> list[dict[str, str]]:
         """The chat messages sent for ``context`` (public so evaluation and notebooks can show the prompt)."""
