@@ -98,14 +98,15 @@ def test_the_strategy_blends_and_thresholds_what_its_members_answer(splits: dict
         if not all(sum(s.score for s in items) > 0 for items in lists):
             continue  # nothing in common with any recorded context: shares are equal, not score / total
         checked += 1
-        expected: dict[str | None, float] = {}
+        expected: dict[tuple[str | None, str], float] = {}  # a label, or a free text by its text
         for items in lists:
             total = sum(s.score for s in items)
             for s in items:
-                expected[s.label] = expected.get(s.label, 0.0) + 0.5 * s.score / total
+                key = (s.label, "" if s.label is not None else s.text)
+                expected[key] = expected.get(key, 0.0) + 0.5 * s.score / total
         best = sorted(expected.values(), reverse=True)[:3]
         assert [s.score for s in got] == pytest.approx(best)
-        assert [expected[s.label] for s in got] == pytest.approx(best)
+        assert [expected[(s.label, "" if s.label is not None else s.text)] for s in got] == pytest.approx(best)
     assert checked > len(contexts) / 2
     threshold = _adapted({"pizza_delivery": {"threshold": 0.6}}).fit(splits["train"])
     answers = threshold.suggest_many(contexts, 3)

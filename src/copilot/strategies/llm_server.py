@@ -90,9 +90,10 @@ def smoke_test() -> None:
     """Load the local model in this process and generate one token.
 
     A llama.cpp build compiled for instructions this machine may not run (AMX tiles in a VM that does not allow
-    them) loads fine and dies on the first matrix product; the installer runs this in a child process and rebuilds
+    them) loads fine and dies on the first large matrix product (a prompt of a few hundred tokens); the installer runs this in a child process and rebuilds
     a portable library when it dies.
     """
     from llama_cpp import Llama
 
-    Llama(model_path=str(gguf_path()), n_ctx=256, n_threads=1, verbose=False).create_completion("Hello", max_tokens=1)
+    prompt = "Customer: where is my order? Agent: let me check. " * 20  # a batch big enough for the matrix kernels
+    Llama(model_path=str(gguf_path()), n_ctx=1024, n_threads=1, verbose=False).create_completion(prompt, max_tokens=1)
