@@ -162,7 +162,11 @@ class HttpApi:
 
     @staticmethod
     async def _body(request: web.Request, *, optional: bool = False) -> Any:
-        raw = await request.read()  # over client_max_size: HTTPRequestEntityTooLarge -> 413 too_large
+        try:
+            raw = await request.read()  # over client_max_size: HTTPRequestEntityTooLarge -> 413 too_large
+        except web.RequestPayloadError as exc:  # e.g. Content-Encoding: gzip on a body that is not gzip
+            raise HandoffError(ERR_INVALID_PAYLOAD, f"the body could not be read as sent ({exc.__cause__ or exc}); "
+                               "send it as declared in Content-Encoding, or without one") from None
         if not raw.strip():
             if optional:
                 return None

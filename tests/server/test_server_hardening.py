@@ -1,10 +1,12 @@
 """Inputs that once slipped past the protocol's checks, against the real server on SQLite and PostgreSQL: client
 events named like the transport's own (``connect``, ``disconnect``), sequence numbers beyond what a column holds,
-and texts that are not valid Unicode. Each gets a clear error (or an empty answer) and changes nothing."""
+texts that are not valid Unicode, and bodies not in their declared encoding. Each gets a clear error (or an empty
+answer) and changes nothing."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -80,3 +82,32 @@ async def test_a_bearer_token_that_is_not_text_is_unauthorized(server: Server) -
     writer.close()
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 401") and b'"unauthorized"' in body
+
+
+async def raw_http(server: Server, request: bytes) -> tuple[bytes, bytes]:
+    """Send one raw HTTP/1.1 request; the status line and headers, and the body."""
+    host, port = urlsplit(server.url).hostname, urlsplit(server.url).port
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(request)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head, body
+
+
+async def test_a_body_that_is_not_in_its_declared_encoding_is_an_invalid_payload(server: Server) -> None:
+    bot = await server.bot()
+    body = b'{"metadata": {}}'
+    head, answer = await raw_http(server, (
+        f"POST /api/v1/bots/{bot.bot_id}/conversations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {bot.api_key}\r\n"
+        f"Content-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n").encode() + body)
+    assert head.startswith(b"HTTP/1.1 400"), head
+    assert json.loads(answer)["error"]["code"] == ERR_INVALID_PAYLOAD
+    async with parts(server).store.read() as tx:
+        assert await tx.conversations.of_bots([bot.bot_id], "bot", 10) == []  # nothing was created
+    # the same body sent plainly is fine
+    status, created = await server.request("POST", f"/bots/{bot.bot_id}/conversations", bot.api_key, json={})
+    assert status == 200 and created["conversation_id"]
+
