@@ -64,11 +64,12 @@ def _after_a_lookup(data: Dataset) -> set[tuple[str, int]]:
             if c.turns[i - 1].role == "tool"}
 
 
-def _replay_matches_offline(train: Dataset, test: Dataset, mlflow_uri: str) -> None:
+def _replay_matches_offline(train: Dataset, test: Dataset, mlflow_uri: str, strategy: Any = None) -> Any:
+    """Replays ``test`` through champions of ``strategy`` (default tfidf) fitted on ``train``; returns the turns."""
     from copilot.evaluation.metrics import summarize
     from copilot.evaluation.runs import predict
 
-    strategy = make_strategy("tfidf").fit(train)
+    strategy = (strategy or make_strategy("tfidf")).fit(train)
     for chatbot in test.chatbot_ids():
         export_champion(strategy, chatbot, mlflow_uri)
     sid = strategy.describe()
@@ -104,6 +105,7 @@ def _replay_matches_offline(train: Dataset, test: Dataset, mlflow_uri: str) -> N
     assert (after["suggested_texts"].map(list) == after["suggested_texts_offline"].map(list)).all()
     replay_columns = turns[offline.columns.tolist()]
     assert _without_latency(summarize(replay_columns)) == _without_latency(summarize(offline))
+    return merged
 
 
 @pytest.mark.slow
@@ -120,6 +122,19 @@ def test_sample_replay_through_champions_equals_offline_evaluation(sample_path: 
     data = _renamed(load_dataset(sample_path), f"s{uuid.uuid4().hex[:6]}")
     assert {t.maker for c in data.conversations for t in c.turns if t.role == "tool"} == {"bot", "agent"}
     _replay_matches_offline(data, data, mlflow_uri)
+
+
+@pytest.mark.slow
+def test_a_champion_whose_threshold_hides_suggestions_replays_as_offline(sample_path: Path, mlflow_uri: str) -> None:
+    """A trigger threshold on one chatbot: the turns it hides get an empty suggestions event, as offline."""
+    data = _renamed(load_dataset(sample_path), f"t{uuid.uuid4().hex[:6]}")
+    unsure = sorted(data.chatbot_ids())[0]
+    strategy = make_strategy("adapted", {"base": {"strategy": "tfidf", "params": {}},
+                                         "per_chatbot": {unsure: {"threshold": 0.6}}})
+    merged = _replay_matches_offline(data, data, mlflow_uri, strategy)
+    hidden = merged[merged["suggested_texts"].map(len) == 0]
+    assert len(hidden) > 0 and set(hidden["chatbot"]) == {unsure}
+    assert (merged[merged["chatbot"] == unsure]["suggested_texts"].map(len) > 0).any()  # shown when sure
 
 
 def _tool_turns(conv: Conversation) -> list[tuple[Any, ...]]:

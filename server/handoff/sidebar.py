@@ -111,8 +111,10 @@ class SidebarService:
             log.exception("the suggestion provider failed for bot %s", req.bot_id)
             return None
         latency_ms = (time.perf_counter() - started) * 1000.0
-        if result is None or not result.items:
+        if result is None:  # no strategy serves this bot
             return None
+        # An empty answer is sent too: the strategy chose to show nothing (a trigger threshold), and the agent's
+        # screen must not keep the suggestions of an earlier message.
         now = now_iso()
         rows = [{"suggestion_id": uuid.uuid4().hex, "conversation_id": req.conversation_id,
                  "agent_id": req.agent_id, "for_seq": req.for_seq, "strategy": str(result.strategy), "rank": rank,
@@ -127,7 +129,8 @@ class SidebarService:
         async def op(tx: Tx) -> bool:
             if await _fresh(tx, req) is None:
                 return False
-            await tx.suggestions.insert(prepared.rows)
+            if prepared.rows:
+                await tx.suggestions.insert(prepared.rows)
             return True
 
         if not await self.store.write(op):

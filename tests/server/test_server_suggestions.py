@@ -1,7 +1,8 @@
 """The copilot sidebar hook with test providers that implement the real SuggestionProvider interface:
 suggestions go to the claiming agent only, on claim, on customer messages and after the agent's own messages;
 the context is exactly ``context_from_events`` over the stored events; stale results are dropped; feedback is
-recorded; a slow provider never delays chat; and without a provider nothing is ever sent."""
+recorded; a slow provider never delays chat; an empty answer is sent as an empty set; and without a provider
+nothing is ever sent."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import pytest
 from handoff.app import create_app
 from handoff.outcomes import SuggestionRequest
 from handoff.settings import Settings, SettingsError
+from handoff.suggestions import ProvidedSuggestions
 from handoff_testing import ContextEchoTestProvider, GatedTestProvider, StartServer, parts
 
-from copilot.data.context import context_from_events
+from copilot.data.context import Context, Suggestion, context_from_events
 from copilot.live.protocol import ERR_FORBIDDEN, ERR_NOT_FOUND, EV_MESSAGE, EV_SUGGESTIONS
 
 
@@ -135,6 +137,38 @@ async def test_a_result_for_an_older_seq_is_not_stored_or_sent(start_server: Sta
     async with parts(server).store.read() as tx:
         stored_ids = {r["suggestion_id"] for r in await tx.suggestions.of_conversation(cid)}
     assert not stored_ids & {r["suggestion_id"] for r in prepared.rows}
+
+
+class UnsureTestProvider:
+    """Answers only when the customer's latest message ends with '?': otherwise it is not confident enough to show
+    anything (what a trigger threshold does), and says so with an empty answer."""
+
+    strategy = "unsure-test"
+
+    async def suggest(self, bot_id: str, context: Context, k: int) -> ProvidedSuggestions | None:
+        last = context.last("customer")
+        sure = last is not None and last.text.endswith("?")
+        return ProvidedSuggestions(self.strategy, [Suggestion("Yes, we can.", 0.9)] if sure else [])
+
+
+async def test_an_empty_answer_is_sent_so_the_screen_clears(start_server: StartServer) -> None:
+    server = await start_server(provider=UnsureTestProvider())
+    bot = await server.bot()
+    alice = await server.agent(bot)
+    cid, customer_token = await server.conversation(bot)
+    await server.escalate(bot, cid)
+    customer, alice_c = await server.client(customer_token), await server.client(alice.token)
+    await alice_c.ok("claim", {"conversation_id": cid})
+    asked = await customer.ok("message", {"conversation_id": cid, "client_id": "c1", "text": "can you help?"})
+    shown = await alice_c.wait_for(EV_SUGGESTIONS, lambda e: e["for_seq"] == asked["seq"])
+    assert [i["text"] for i in shown["items"]] == ["Yes, we can."]
+    told = await customer.ok("message", {"conversation_id": cid, "client_id": "c2", "text": "my card is blocked"})
+    unsure = await alice_c.wait_for(EV_SUGGESTIONS, lambda e: e["for_seq"] == told["seq"])
+    assert unsure["items"] == [] and unsure["strategy"] == "unsure-test"
+    async with parts(server).store.read() as tx:  # only what was shown is stored
+        assert [r["for_seq"] for r in await tx.suggestions.of_conversation(cid)] == [asked["seq"]]
+    status, current = await server.request("GET", f"/conversations/{cid}/suggestions", alice.token)
+    assert status == 200 and current["items"] == []
 
 
 async def test_without_a_provider_no_suggestions_are_ever_sent(start_server: StartServer) -> None:

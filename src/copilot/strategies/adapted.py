@@ -12,9 +12,9 @@ A chatbot without knobs gets exactly the base's answer. :func:`fuse` is the one 
 strategy calls it on its members' live answers, the tuner on the members' dev predictions, so what tuning measured
 is what evaluation, export and the live server compute.
 
-Not built: the live server sends no ``suggestions`` event for a turn whose suggestions a threshold hid (it never
-sends an empty one, docs/protocol.md), so the replay waits for it and then stops waiting for that chatbot; replaying
-champions with a threshold needs an explicit empty event first. Blends replay exactly.
+On the live server a turn whose suggestions a threshold hid gets a ``suggestions`` event with no items
+(docs/protocol.md), so the console clears the earlier ones and a replay records the empty answer like the offline
+evaluation does.
 """
 
 from __future__ import annotations

@@ -90,9 +90,10 @@ def smoke_test() -> None:
     """Load the local model in this process and generate one token.
 
     A llama.cpp build compiled for instructions this machine may not run (AMX tiles in a VM that does not allow
-    them) loads fine and dies on the first large matrix product (a prompt of a few hundred tokens); the installer runs this in a child process and rebuilds
-    a portable library when it dies.
+    them) loads fine and dies on the first large matrix product (a prompt of a few hundred tokens); the installer
+    runs this in a child process and rebuilds a portable library when it dies.
     """
+
     from llama_cpp import Llama
 
     prompt = "Customer: where is my order? Agent: let me check. " * 20  # a batch big enough for the matrix kernels
