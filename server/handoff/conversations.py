@@ -42,7 +42,17 @@ from handoff.errors import HandoffError
 from handoff.ladder import LadderConfig
 from handoff.metrics import HandoffMetrics
 from handoff.notify import EscalationNotice, Notifier
-from handoff.outcomes import Audience, BotAgents, Broadcast, Outcome, Subscribed, SuggestionRequest, TheBot, everyone
+from handoff.outcomes import (
+    Audience,
+    BotAgents,
+    Broadcast,
+    Outcome,
+    Subscribed,
+    SuggestionRequest,
+    TheBot,
+    everyone,
+    holder_sockets,
+)
 from handoff.rules import Retry, check_holder, check_party, load, new_event, preview, status_payload, write_retrying
 from handoff.states import Action, Status, may_write, require_role, transition
 from handoff.store import ConversationRow, IntegrityError, Store, Tx, iso_time
@@ -336,7 +346,7 @@ class ConversationService:
 
 
 def _message_audience(conv: ConversationRow, who: Principal, status: Status) -> tuple[Audience, ...]:
-    aud: list[Audience] = [Subscribed(conv.conversation_id)]
+    aud: list[Audience] = [Subscribed(conv.conversation_id), *holder_sockets(conv.agent_id, status.value)]
     # The bot hears customers only while it holds the conversation (PROTOCOL: state ``bot``).
     if who.role == ROLE_BOT or (who.role == ROLE_CUSTOMER and status == Status.BOT):
         aud.append(TheBot(conv.bot_id))

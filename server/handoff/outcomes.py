@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from copilot.live.protocol import ROLE_AGENT, ROLE_CUSTOMER
+from copilot.live.protocol import ROLE_AGENT, ROLE_CUSTOMER, STATUS_CLAIMED
 
 
 # Audiences: who receives a broadcast (mapped to rooms by handoff.delivery).
@@ -86,6 +86,12 @@ class Outcome:
     suggest: SuggestionRequest | None = None
     webhook_enqueued: bool = False
     ladder_started: bool = False
+
+
+def holder_sockets(agent_id: str | None, status: str) -> tuple[Audience, ...]:
+    """Every socket of the agent holding a claimed conversation, on every process: a device that did not claim (or
+    is connected to another server process) is in no conversation room there, but is in its agent's room."""
+    return (AgentSockets(agent_id),) if status == STATUS_CLAIMED and agent_id else ()
 
 
 def everyone(conversation_id: str, bot_id: str) -> tuple[Audience, ...]:

@@ -16,7 +16,7 @@ from handoff import payloads as p
 from handoff.auth import Principal
 from handoff.clock import Clock
 from handoff.errors import HandoffError
-from handoff.outcomes import Broadcast, Outcome, Subscribed, SuggestionRequest, TheBot
+from handoff.outcomes import Broadcast, Outcome, Subscribed, SuggestionRequest, TheBot, holder_sockets
 from handoff.rules import Retry, check_holder, check_party, new_event, write_retrying
 from handoff.states import Status, may_write
 from handoff.store import Store, Tx, iso_time
@@ -62,8 +62,10 @@ class ToolEventService:
             event = new_event(conv, seq, KIND_TOOL, who, iso_time(self.clock.time()), client_id=client_id,
                               name=data.name, request=data.request, result=data.result, error=data.error)
             await tx.events.insert([event])
-            out = Outcome(ack={"seq": seq}, subscribe=agent_side, broadcasts=[
-                Broadcast(EV_TOOL_EVENT, event, (Subscribed(conv.conversation_id, AGENT_SIDE), TheBot(conv.bot_id)))])
+            audience = (Subscribed(conv.conversation_id, AGENT_SIDE), *holder_sockets(conv.agent_id, conv.status),
+                        TheBot(conv.bot_id))
+            out = Outcome(ack={"seq": seq}, subscribe=agent_side,
+                          broadcasts=[Broadcast(EV_TOOL_EVENT, event, audience)])
             if self.suggesting and conv.status == Status.CLAIMED and conv.agent_id:
                 out.suggest = SuggestionRequest(conv.conversation_id, conv.bot_id, conv.agent_id, seq)
             return out

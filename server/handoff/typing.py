@@ -16,7 +16,7 @@ from handoff import payloads as p
 from handoff.auth import Principal
 from handoff.clock import Clock
 from handoff.errors import HandoffError
-from handoff.outcomes import Audience, Broadcast, Outcome, Subscribed
+from handoff.outcomes import Audience, Broadcast, Outcome, Subscribed, holder_sockets
 from handoff.rules import check_holder, check_party, load
 from handoff.store import Store
 
@@ -107,7 +107,8 @@ class TypingService:
             # Only the customer side: never the agent's own other devices or readers on the agent side.
             target = (Subscribed(conv.conversation_id, frozenset({ROLE_CUSTOMER})),)
         else:
-            target = (Subscribed(conv.conversation_id, frozenset({ROLE_AGENT})),)
+            target = (Subscribed(conv.conversation_id, frozenset({ROLE_AGENT})),
+                      *holder_sockets(conv.agent_id, conv.status))
         out = Outcome(subscribe=(conv.conversation_id, who.role))
         key = (conv.conversation_id, who.role, who.id)
         if self.tracker.update(key, data.state, self.clock.monotonic(), holder, target):

@@ -1,6 +1,7 @@
 """Several processes: two real ``handoff serve`` processes share one PostgreSQL database and a Redis message
 queue (HANDOFF_REDIS_URL). Agents connected to either process race for the same conversations: the database's
-compare-and-set still lets exactly one win, and notifications, claims and messages cross between processes."""
+compare-and-set still lets exactly one win, and notifications, claims and messages cross between processes, to
+every device of the agent holding a conversation."""
 
 from __future__ import annotations
 
@@ -87,6 +88,51 @@ async def test_claim_race_across_two_server_processes(two_processes: tuple[Serve
                 got = await sockets[w].wait_for(EV_MESSAGE, lambda e, c=cid: e["conversation_id"] == c)
                 assert got["text"] == "across"
             assert sum(winners_by_process.values()) == ROUNDS
+        finally:
+            await a.close_clients()
+            await b.close_clients()
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+@pytest.mark.postgres
+async def test_every_device_of_the_claiming_agent_hears_the_conversation_on_either_process(
+        two_processes: tuple[ServeProcess, ServeProcess]) -> None:
+    first, second = two_processes
+    async with aiohttp.ClientSession() as http:
+        a, b = Server(first.url, None, http), Server(second.url, None, http)
+        try:
+            bot = await a.bot()
+            agent = await a.agent(bot)
+            for claim_on, other in ((a, b), (b, a)):
+                desk, phone = await claim_on.client(agent.token), await other.client(agent.token)
+                cid, customer_token = await a.conversation(bot)
+                await a.escalate(bot, cid)
+                await desk.wait_for(EV_ESCALATION, lambda e, c=cid: e["conversation_id"] == c)
+                await desk.ok("claim", {"conversation_id": cid})
+                customer = await other.client(customer_token)
+                for n in range(5):
+                    await customer.ok("message", {"conversation_id": cid, "client_id": f"c{n}", "text": f"m{n}"})
+                await customer.ok("typing", {"conversation_id": cid, "state": "start"})
+                await desk.ok("tool_event", {"conversation_id": cid, "client_id": "t1", "name": "order_lookup",
+                                             "request": {"order": "A-1"}, "result": {"items": []}})
+                await desk.ok("message", {"conversation_id": cid, "client_id": "a1", "text": "from the desk"})
+                # The phone never claimed nor joined, and sits on the other process: it hears it all the same.
+                for device in (desk, phone):
+                    got = await device.wait_for(EV_MESSAGE, lambda e, c=cid: e["conversation_id"] == c
+                                                and e["text"] == "m4")
+                    assert got["seq"] > 0
+                await phone.wait_for(EV_MESSAGE, lambda e, c=cid: e["conversation_id"] == c
+                                     and e["text"] == "from the desk")
+                texts = [e["text"] for e in phone.events(EV_MESSAGE) if e["conversation_id"] == cid]
+                assert texts == ["m0", "m1", "m2", "m3", "m4", "from the desk"]
+                await phone.wait_for("typing", lambda e, c=cid: e["conversation_id"] == c)
+                await phone.wait_for("tool_event", lambda e, c=cid: e["conversation_id"] == c)
+                # The customer's side never gets the lookup.
+                assert customer.events("tool_event") == []
+                # The phone may write too: it is the holder's.
+                assert (await phone.ok("message", {"conversation_id": cid, "client_id": "p1", "text": "phone"}))
+                await desk.wait_for(EV_MESSAGE, lambda e, c=cid: e["conversation_id"] == c and e["text"] == "phone")
         finally:
             await a.close_clients()
             await b.close_clients()
