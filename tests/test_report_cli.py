@@ -54,7 +54,9 @@ def test_the_knobs_table_and_the_precision_coverage_curve(evaluation: Evaluation
                         knobs=table).read_text()
     knobs = page[page.index('<section id="knobs">'):page.index('<section id="latency">')]
     assert "1 of 2 chatbots kept a knob" in knobs and "none kept: no blend" in knobs
-    assert '<td class="name">bm25(k1=1.2)</td><td>0.50</td><td>0.420</td>' in knobs
+    # the partner by its family, its settings on hover; the chatbots without knobs listed with why, folded
+    assert '<td class="name" title="bm25(k1=1.2)">bm25</td><td>0.50</td><td>0.420</td>' in knobs
+    assert "The 1 chatbot that kept nothing, and why</summary>" in knobs
     assert knobs.count("<img ") == 1 and "Raising that bar" in knobs
     without = write_report(tmp_path, summary=evaluation.summary, predictions=evaluation.frame).read_text()
     assert "pass --tuning FILE" in without and "No champions rows" in without

@@ -114,6 +114,11 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
+def _breakable(chatbot: Any) -> str:
+    """A chatbot id that may wrap after each ``+`` (STAR's ids join up to five task names)."""
+    return "+<wbr>".join(_e(part) for part in str(chatbot).split("+"))
+
+
 def _section(key: str, content: str) -> str:
     return f'<section id="{key}">\n<h2>{_e(SECTIONS[key])}</h2>\n{content}\n</section>'
 
@@ -262,16 +267,27 @@ def _knobs(table: pd.DataFrame | None, predictions: pd.DataFrame | None) -> str:
     else:
         kept = int(table["kept"].sum())
         parts.append(f"<p>{kept} of {len(table)} chatbots kept a knob.</p>")
-        lines = ['<div class="wide"><table><thead><tr><th>chatbot</th><th>champion</th><th>blend partner</th>'
-                 "<th>weight</th><th>threshold</th><th>what was kept, or why nothing</th></tr></thead><tbody>"]
-        for row in table.sort_values("chatbot").to_dict("records"):
-            css = ' class="best"' if row["kept"] else ""
-            partner = row["partner"] if isinstance(row["partner"], str) else ""
-            lines.append(f"<tr{css}><td>{_e(row['chatbot'])}</td><td class=\"name\">{_e(row['champion'])}</td>"
-                         f"<td class=\"name\">{_e(partner)}</td><td>{_number(row['blend'], 2)}</td>"
-                         f"<td>{_number(row['threshold'], 3)}</td><td class=\"name\">{_e(row['why'])}</td></tr>")
-        lines.append("</tbody></table></div>")
-        parts.append("\n".join(lines))
+        rows = table.sort_values("chatbot").to_dict("records")
+        if kept:
+            lines = ['<div class="wide"><table><thead><tr><th>chatbot</th><th>champion</th><th>blend partner</th>'
+                     "<th>weight</th><th>threshold</th><th>what was kept</th></tr></thead><tbody>"]
+            for row in (r for r in rows if r["kept"]):
+                partner = row["partner"] if isinstance(row["partner"], str) else ""
+                champion = str(row["champion"] or "")
+                family = champion.split("(", 1)[0] or champion  # the family; its settings on hover
+                lines.append(f"<tr><td>{_breakable(row['chatbot'])}</td>"
+                             f"<td class=\"name\" title=\"{_e(champion)}\">{_e(family)}</td>"
+                             f"<td class=\"name\" title=\"{_e(partner)}\">{_e(partner.split('(', 1)[0])}</td>"
+                             f"<td>{_number(row['blend'], 2)}</td>"
+                             f"<td>{_number(row['threshold'], 3)}</td><td>{_e(row['why'])}</td></tr>")
+            lines.append("</tbody></table></div>")
+            parts.append("\n".join(lines))
+        others = [r for r in rows if not r["kept"]]
+        if others:
+            items = "".join(f"<li><b>{_breakable(r['chatbot'])}</b>: {_e(r['why'])}</li>" for r in others)
+            parts.append(f"<details><summary>The {len(others)} chatbot{'s' if len(others) != 1 else ''} that kept "
+                         "nothing, and why</summary>"
+                         f"<ul>{items}</ul></details>")
     champions = (predictions[predictions["strategy"] == CHAMPIONS]
                  if predictions is not None and not predictions.empty else None)
     if champions is None or champions.empty:
