@@ -33,7 +33,8 @@ async def test_the_report_renders_with_its_sections_and_plots(
     await expect(page.locator("#leaderboard table")).to_have_count(4)  # all chatbots, best of each, bank, weather
     await expect(page.locator("#champions tbody tr")).to_have_count(2)
     await expect(page.locator("#handoff")).to_contain_text("first agent reply")
-    await expect(page.locator("#knobs tbody tr")).to_have_count(2)
+    await expect(page.locator("#knobs tbody tr")).to_have_count(1)  # the chatbot that kept a knob
+    await expect(page.locator("#knobs details li")).to_have_count(1)  # the other, folded with its reason
     await expect(page.locator("#knobs")).to_contain_text("1 of 2 chatbots kept a knob")
 
     await page.wait_for_load_state("load")
