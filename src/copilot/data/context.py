@@ -122,13 +122,14 @@ def render_tool(tool: ToolCall) -> str:
     return f"{head} found {count}: " + " | ".join(shown)
 
 
-def _tool_turn(tool: ToolCall, by: Maker | None) -> ContextTurn:
+def tool_turn(tool: ToolCall, by: Maker | None) -> ContextTurn:
+    """A lookup as a context turn: its rendering is the text."""
     return ContextTurn("tool", render_tool(tool), None, tool, by)
 
 
 def _context_turn(turn: Turn) -> ContextTurn:
     if turn.tool is not None:
-        return _tool_turn(turn.tool, turn.by)
+        return tool_turn(turn.tool, turn.by)
     return ContextTurn(turn.role, turn.text, turn.label)
 
 
@@ -142,7 +143,7 @@ def contexts_for(conversation: Conversation) -> Iterator[tuple[int, Context]]:
 def _event_turn(event: Mapping[str, Any]) -> ContextTurn:
     if event.get("kind") == KIND_TOOL:
         tool = ToolCall(str(event["name"]), event.get("request") or {}, event.get("result"), event.get("error"))
-        return _tool_turn(tool, event.get("role"))
+        return tool_turn(tool, event.get("role"))
     return ContextTurn(event["role"], event["text"], event.get("label"))
 
 

@@ -244,6 +244,13 @@ class _Checker:
             return None
         return value
 
+    def time(self, obj: Mapping[str, Any], key: str, path: str) -> str | None:
+        """An optional ISO 8601 time with a time zone."""
+        value = self.string(obj, key, path, required=False)
+        if value is not None and not _is_iso_time(value):
+            self.add(path, f"must be an ISO 8601 time with a time zone, not {value!r}")
+        return value
+
     def unknown_keys(self, obj: Mapping[str, Any], allowed: set[str], path: str) -> None:
         for key in sorted(set(obj) - allowed):
             self.add(f"{path}{key}", "is not a field of this format")
@@ -269,9 +276,7 @@ def _parse_turn(raw: Any, path: str, check: _Checker) -> Turn | None:
     text = check.string(raw, "text", f"{path}.text")
     if text is not None and len(text) > MAX_TEXT_CHARS:
         check.add(f"{path}.text", f"holds {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
-    at = check.string(raw, "at", f"{path}.at", required=False)
-    if at is not None and not _is_iso_time(at):
-        check.add(f"{path}.at", f"must be an ISO 8601 time with a time zone, not {at!r}")
+    at = check.time(raw, "at", f"{path}.at")
     label = check.string(raw, "label", f"{path}.label", required=False)
     if label is not None and not LABEL.match(label):
         check.add(f"{path}.label", f"must be 1 to 200 characters without spaces, not {label!r}")
@@ -326,9 +331,7 @@ def _parse_tool_turn(raw: Mapping[str, Any], path: str, check: _Checker) -> Turn
     if result is not None and not isinstance(result, dict):
         check.add(f"{path}.result", f"must be an object, not {type(result).__name__}")
     error = check.string(raw, "error", f"{path}.error", required=False)
-    at = check.string(raw, "at", f"{path}.at", required=False)
-    if at is not None and not _is_iso_time(at):
-        check.add(f"{path}.at", f"must be an ISO 8601 time with a time zone, not {at!r}")
+    at = check.time(raw, "at", f"{path}.at")
     meta = raw.get("meta")
     if meta is not None and not isinstance(meta, dict):
         check.add(f"{path}.meta", "must be an object")

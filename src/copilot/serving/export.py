@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from copilot._io import read_json
-from copilot.data.context import Context, ContextTurn, Suggestion, render_tool
+from copilot.data.context import Context, ContextTurn, Suggestion, tool_turn
 from copilot.data.records import Dataset, ToolCall
 from copilot.serving.tracking import MlflowTracker, experiment_name
 from copilot.strategies.base import Strategy, make_strategy
@@ -68,7 +68,7 @@ def _turn_to_json(turn: ContextTurn) -> dict[str, Any]:
 def _turn_from_json(data: Mapping[str, Any]) -> ContextTurn:
     if data.get("role") == "tool":
         tool = ToolCall(str(data["name"]), data.get("request") or {}, data.get("result"), data.get("error"))
-        return ContextTurn("tool", render_tool(tool), None, tool, data.get("by"))
+        return tool_turn(tool, data.get("by"))
     return ContextTurn(data["role"], data["text"], data.get("label"))
 
 
